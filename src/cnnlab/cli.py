@@ -1,0 +1,303 @@
+"""The command line: the one place that parses arguments and prints.
+
+Every sub-command is a thin call into a package. Bad input gets one line on stderr naming the bad
+value and what would be valid, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + error
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}")
+    return v
+
+
+def _non_negative_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s!r}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s!r}")
+    return v
+
+
+def _key_value(s: str) -> tuple[str, Any]:
+    if "=" not in s:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {s!r}")
+    k, v = s.split("=", 1)
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from cnnlab.train.config import OPTIMIZERS, PRECISIONS, SCHEDULES
+
+    d = p.add_argument_group("what to train")
+    d.add_argument("--model", default="fmnist-cnn", help="registered model (see `cnnlab models`)")
+    d.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="constructor argument for the model (JSON value), repeatable")
+    d.add_argument("--dataset", default="fashion-mnist", help="dataset name (fashion-mnist)")
+    d.add_argument("--data-dir", help="folder with the dataset files (else $CNNLAB_DATA_DIR, Debian's package, the cache)")
+    d.add_argument("--subset", type=_positive_int, help="train on the first N (seeded) training images")
+    d.add_argument("--val-size", type=_non_negative_int, default=5000, help="validation images carved from training (5000)")
+    h = p.add_argument_group("recipe (defaults: cnnlab's recipe for the lecture's CNN)")
+    h.add_argument("--epochs", type=_positive_int, default=15)
+    h.add_argument("--batch-size", type=_positive_int, default=256)
+    h.add_argument("--lr", type=_positive_float, help="peak learning rate (default per optimizer: sgd 0.05, adam 1e-3, adamw 2e-3)")
+    h.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    h.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
+    h.add_argument("--weight-decay", type=float, help="default per optimizer: sgd 5e-4, adam 0, adamw 0.05")
+    h.add_argument("--schedule", choices=SCHEDULES, default="onecycle")
+    h.add_argument("--warmup", type=float, default=0.15, help="warm-up fraction of training (onecycle, cosine)")
+    h.add_argument("--label-smoothing", type=float, default=0.1)
+    h.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random crop (zero padding) and horizontal flip on whole batches")
+    h.add_argument("--crop-padding", type=_non_negative_int, default=2)
+    h.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
+    h.add_argument("--seed", type=int, default=0)
+    r = p.add_argument_group("how")
+    r.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:N")
+    r.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 where the hardware has it natively, else fp32")
+    r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    r.add_argument("--compile", action="store_true", help="torch.compile the model")
+    r.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm in distributed CUDA training")
+    r.add_argument("--checkpoint-interval", type=_positive_float, default=60.0, metavar="SECONDS",
+                   help="also checkpoint mid-epoch this often (60)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", help="run directory (default runs/<model>-<time>)")
+    o.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (its own settings)")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cnnlab import __version__
+
+    parser = _Parser(prog="cnnlab", description="A lab for convolutional neural networks.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model into a run directory")
+    _add_train_args(p)
+
+    p = sub.add_parser("eval", help="recompute a run's test metrics from its saved weights")
+    p.add_argument("run")
+    p.add_argument("--data-dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("predict", help="classify image files with a trained run (top-k)")
+    p.add_argument("run")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=_positive_int, default=3)
+    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                   help="invert light-background photos to the dataset's dark background (auto)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("experiment", help="run one of the lecture's experiments")
+    p.add_argument("name", choices=("fmnist",), help="fmnist: the lecture's CNN vs an MLP on Fashion-MNIST")
+    p.add_argument("--out", default="runs/experiment-fmnist")
+    p.add_argument("--overwrite", action="store_true", help="train again even if finished runs exist")
+    p.add_argument("--epochs", type=_positive_int, help="override both recipes' epochs")
+    p.add_argument("--subset", type=_positive_int, help="train on the first N training images (quick look)")
+    p.add_argument("--val-size", type=_non_negative_int, help="validation images carved from training (5000)")
+    p.add_argument("--data-dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+    p = sub.add_parser("data", help="find or download Fashion-MNIST")
+    p.add_argument("action", choices=("info", "download"))
+    p.add_argument("--data-dir", help="where to look (info) or to download to (download)")
+    return parser
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from cnnlab.train import TrainConfig, fit
+
+    if a.resume:
+        metrics = fit(resume=a.resume, device=a.device, progress=a.progress)
+        run = a.resume
+    else:
+        cfg = TrainConfig(
+            model=a.model, model_kwargs=dict(a.model_arg), dataset=a.dataset, data_dir=a.data_dir,
+            val_size=a.val_size, subset=a.subset, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+            optimizer=a.optimizer, momentum=a.momentum, weight_decay=a.weight_decay, schedule=a.schedule,
+            warmup=a.warmup, label_smoothing=a.label_smoothing, augment=a.augment, crop_padding=a.crop_padding,
+            hflip=a.hflip, seed=a.seed, device=a.device or "auto", precision=a.precision,
+            channels_last=a.channels_last, compile=a.compile, sync_bn=a.sync_bn,
+            checkpoint_interval=a.checkpoint_interval,
+        )
+        from cnnlab.train.rundir import default_run_dir
+
+        run = a.out or str(default_run_dir(cfg.model))
+        metrics = fit(cfg, run, overwrite=a.overwrite, progress=a.progress)
+    from cnnlab.train.distributed import env_world_size
+
+    if int(__import__("os").environ.get("RANK", "0")) == 0 or env_world_size() == 1:
+        print(f"test accuracy {100 * metrics['test_accuracy']:.2f}%  ({metrics['test_images']} images)  "
+              f"train {metrics['train_seconds']:.0f}s  {metrics['images_per_s']:.0f} img/s  -> {run}")
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from cnnlab.data import load_dataset
+    from cnnlab.train import evaluate, load_run, make_eval_loader, resolve_device, resolve_precision
+
+    dev = resolve_device(a.device)
+    run = load_run(a.run, map_location=str(dev))
+    cfg = run.config
+    data = load_dataset(run.data.get("name", cfg.dataset), a.data_dir or cfg.data_dir, val_size=cfg.val_size,
+                        subset=cfg.subset, seed=cfg.seed)
+    channels_last = cfg.channels_last and any(p.ndim == 4 for p in run.model.parameters())
+    if channels_last:
+        run.model.to(memory_format=__import__("torch").channels_last)
+    loader = make_eval_loader(data.test_x, data.test_y, run.data, dev, cfg.eval_batch_size, channels_last)
+    m = evaluate(run.model, loader, len(run.data["classes"]), resolve_precision(cfg.precision, dev))
+    classes = run.data["classes"]
+    result = {"run": a.run, "test_accuracy": m["accuracy"], "test_loss": m["loss"], "test_images": m["count"],
+              "per_class_accuracy": dict(zip(classes, m["per_class_accuracy"])),
+              "confusion_matrix": m["confusion_matrix"]}
+    if a.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{a.run}: test accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}  ({m['count']} images)")
+        for c, acc in result["per_class_accuracy"].items():
+            print(f"  {c:<12} {100 * acc:6.2f}%")
+    return 0
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from cnnlab.predict import predict_files
+    from cnnlab.train import load_run
+
+    results = predict_files(load_run(a.run), a.images, top=a.top, invert=a.invert)
+    if a.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        tops = "  ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"])
+        print(f"{r['image']}: {tops}")
+    return 0
+
+
+def _cmd_models(a: argparse.Namespace) -> int:
+    from cnnlab.models import count_parameters, create_model, list_models
+    from cnnlab.models.registry import _REGISTRY
+
+    rows = []
+    for name in list_models():
+        m = create_model(name)
+        doc = (_REGISTRY[name].__doc__ or "").strip().splitlines()
+        rows.append({"name": name, "params": count_parameters(m),
+                     "trainable_params": count_parameters(m, trainable_only=True),
+                     "description": doc[0] if doc else ""})
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        w = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{w}}  {r['params']:>12,}  {r['description']}")
+    return 0
+
+
+def _cmd_experiment(a: argparse.Namespace) -> int:
+    from cnnlab.experiments import format_fmnist, run_fmnist
+
+    overrides: dict[str, Any] = {"device": a.device}
+    for key in ("epochs", "subset", "val_size", "data_dir"):
+        if getattr(a, key) is not None:
+            overrides[key] = getattr(a, key)
+    log = (lambda s: print(s, file=sys.stderr)) if a.json else print
+    result = run_fmnist(a.out, overwrite=a.overwrite, overrides=overrides, log=log, progress=a.progress)
+    print(json.dumps(result, indent=2) if a.json else "\n" + format_fmnist(result))
+    return 0
+
+
+def _cmd_data(a: argparse.Namespace) -> int:
+    from cnnlab.data import download_fashion_mnist, find_fashion_mnist, load_fashion_mnist
+
+    if a.action == "download":
+        root = download_fashion_mnist(a.data_dir)
+        print(f"Fashion-MNIST in {root}")
+        return 0
+    paths = find_fashion_mnist(a.data_dir)
+    raw = load_fashion_mnist(a.data_dir)
+    print(f"Fashion-MNIST in {paths['train_images'].parent}: {len(raw.train_labels)} training and "
+          f"{len(raw.test_labels)} test images of {raw.train_images.shape[1]}x{raw.train_images.shape[2]}, "
+          f"{len(raw.classes)} classes: {', '.join(raw.classes)}")
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "models": _cmd_models,
+             "experiment": _cmd_experiment, "data": _cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from cnnlab.data import DataNotFoundError, DatasetError, IDXError
+    from cnnlab.models import UnknownModelError
+    from cnnlab.predict import ImageReadError
+    from cnnlab.train import (CheckpointError, ConfigError, RunError, TrainingDivergedError,
+                              TrainingInterrupted)
+
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except (ConfigError, UnknownModelError, DatasetError, DataNotFoundError, IDXError, RunError,
+            CheckpointError, ImageReadError) as e:
+        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TypeError as e:  # a bad --model-arg
+        if "unexpected argument" not in str(e):
+            raise
+        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingDivergedError as e:
+        print(f"cnnlab {args.command}: {e}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as e:
+        print(f"cnnlab {args.command}: {e}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

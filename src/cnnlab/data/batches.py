@@ -1,0 +1,161 @@
+"""Batches from tensors held in memory, with augmentation done on whole batches.
+
+Fashion-MNIST is 55 MB as uint8, so the whole dataset lives in memory (on the training device)
+and a batch is an index into it. Measured on a 2-core CPU (bench/RESULTS.md): a plain
+``DataLoader`` over a ``TensorDataset`` spends a large share of a small CNN's step collating
+single samples; indexing the stored tensor once per batch does not.
+
+Every random choice is a pure function of ``(seed, epoch, step)``: the order of an epoch and the
+augmentation of a batch can be recomputed from those numbers alone, so a run resumed in the
+middle of an epoch sees exactly the batches an uninterrupted run would, and in distributed
+training every rank agrees on the global batch and takes its own slice of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Augment", "BatchLoader", "random_crop", "random_hflip", "normalize"]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Batch augmentation: random crop after zero padding by ``crop_padding`` pixels, horizontal flip."""
+
+    crop_padding: int = 0
+    hflip: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.crop_padding > 0 or self.hflip
+
+
+def _generator(*key: int) -> torch.Generator:
+    seed = int(np.random.SeedSequence([abs(int(k)) for k in key]).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator().manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero-pad each image of ``x`` (B, C, H, W) by ``padding`` and crop back to (H, W) at a random offset."""
+    if padding <= 0:
+        return x
+    b, c, h, w = x.shape
+    xp = F.pad(x, (padding, padding, padding, padding))
+    off = torch.randint(0, 2 * padding + 1, (2, b), generator=gen).to(x.device)
+    rows = off[0, :, None] + torch.arange(h, device=x.device)
+    cols = off[1, :, None] + torch.arange(w, device=x.device)
+    xp = xp.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * padding))
+    return xp.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
+
+def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the images of ``x`` (B, C, H, W) left to right."""
+    flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (B, C, H, W) in 0..255 -> float32 ``(x / 255 - mean) / std`` per channel."""
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * 255.0
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * 255.0
+    return (x.float() - m) / s
+
+
+class BatchLoader:
+    """Iterate over (images, labels) batches of an in-memory uint8 dataset.
+
+    Args:
+        images: uint8 tensor (N, C, H, W).
+        labels: int64 tensor (N,).
+        batch_size: the *global* batch size; with ``world_size`` > 1 each rank yields
+            ``batch_size // world_size`` images of every global batch.
+        shuffle: a new order every epoch (seeded by ``seed`` and the epoch).
+        drop_last: drop the last incomplete batch (training does, so every step has the same size).
+        augment: batch augmentation, applied before normalisation.
+        mean, std: per-channel statistics in [0, 1] units used to normalise.
+        device: where batches are produced (the data is moved there once).
+        channels_last: yield batches in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: Augment | None = None,
+        mean: Sequence[float] = (0.0,),
+        std: Sequence[float] = (1.0,),
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        if world_size > 1 and not drop_last:
+            raise ValueError("sharding over processes needs drop_last=True (every rank takes an equal slice)")
+        if drop_last and len(images) < batch_size:
+            raise ValueError(
+                f"batch size {batch_size} is larger than the {len(images)} training images; use a smaller batch size"
+            )
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size = batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.augment = augment or Augment()
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        """Images seen per epoch across all ranks."""
+        return len(self) * self.batch_size if self.drop_last else len(self.images)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(len(self.images))
+        return torch.randperm(len(self.images), generator=_generator(self.seed, epoch, 1))
+
+    def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the batches of ``epoch``, starting at batch ``start_step``."""
+        order = self.order(epoch).to(self.device)
+        for step in range(start_step, len(self)):
+            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.augment.enabled:
+                gen = _generator(self.seed, epoch, 2, step)
+                x = random_crop(x, self.augment.crop_padding, gen)
+                if self.augment.hflip:
+                    x = random_hflip(x, gen)
+            if self.world_size > 1:
+                per = len(idx) // self.world_size
+                sl = slice(self.rank * per, (self.rank + 1) * per)
+                x, idx = x[sl], idx[sl]
+            x = normalize(x, self.mean, self.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch(0)

@@ -1,0 +1,405 @@
+"""The training engine: ``fit`` a registered model on a named dataset into a run directory, and
+``evaluate`` a model on in-memory batches.
+
+Determinism and resumption: the order of each epoch, each batch's augmentation and the dropout
+masks of each step are pure functions of ``(seed, epoch, step, rank)`` (the global RNG is reseeded
+every step), and the learning rate is a pure function of the step. A checkpoint therefore needs
+only the model, the optimizer and the position, and a run resumed from any checkpoint performs
+exactly the steps an uninterrupted run would (bitwise on the same CPU and thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cnnlab.data import Augment, BatchLoader, DataSplits, load_dataset
+from cnnlab.models import UnknownModelError, count_parameters, create_model, list_models, model_spec
+from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from cnnlab.train.config import ConfigError, TrainConfig
+from cnnlab.train.distributed import DistInfo, cleanup_distributed, init_distributed
+from cnnlab.train.rundir import RunDir, RunError, default_run_dir, machine_info
+from cnnlab.train.schedule import lr_factor
+
+__all__ = [
+    "fit", "evaluate", "resolve_device", "resolve_precision", "autocast", "build_optimizer",
+    "TrainingDivergedError", "TrainingInterrupted", "make_eval_loader",
+]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C: a checkpoint was written and the run can be resumed."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` is bf16 where the hardware computes it natively (CUDA with bf16, or a CPU with
+    AVX512-BF16/AMX, which oneDNN uses), fp32 elsewhere."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Weight decay applies to weight matrices and kernels, not to biases or BatchNorm parameters."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _step_seed(*key: int) -> int:
+    return int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0] & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def make_eval_loader(images, labels, data: dict | DataSplits, device, batch_size=1000, channels_last=False):
+    mean = data.mean if isinstance(data, DataSplits) else data["mean"]
+    std = data.std if isinstance(data, DataSplits) else data["std"]
+    return BatchLoader(images, labels, batch_size, mean=mean, std=std, device=device, channels_last=channels_last)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: BatchLoader, num_classes: int, precision: str = "fp32") -> dict[str, Any]:
+    """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, columns: predicted).
+
+    The model is put in eval mode and returned to the mode it had.
+    """
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=loader.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
+    try:
+        for x, y in loader:
+            with autocast(loader.device, precision):
+                out = model(x)
+            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
+            confusion += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes**2).view(
+                num_classes, num_classes
+            )
+    finally:
+        model.train(was_training)
+    cm = confusion.cpu()
+    n = int(cm.sum())
+    per_class = (cm.diag().double() / cm.sum(1).clamp_min(1).double()).tolist()
+    return {
+        "loss": float(loss_sum) / max(n, 1),
+        "accuracy": float(cm.diag().sum()) / max(n, 1),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm.tolist(),
+        "count": n,
+    }
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        print("\ncnnlab: stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _progress_enabled(progress: bool | None, dist_info: DistInfo) -> bool:
+    if not dist_info.is_main:
+        return False
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def fit(
+    cfg: TrainConfig | None = None,
+    out: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    data: DataSplits | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+    device: str | None = None,
+    return_model: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], nn.Module]:
+    """Train ``cfg.model`` on ``cfg.dataset`` and write a run directory; return the final metrics
+    (and the trained model, with ``return_model``).
+
+    Args:
+        cfg: the settings; ignored with ``resume`` (the run's own ``config.json`` is used).
+        out: the run directory (default ``runs/<model>-<timestamp>``).
+        resume: continue the run directory at this path from its last checkpoint.
+        overwrite: replace an existing run directory at ``out``.
+        data: already-loaded splits (skips loading ``cfg.dataset``).
+        progress: a progress bar (default: when stderr is a terminal); else one line per epoch.
+        device: with ``resume``, train on this device instead of the one saved.
+    """
+    if resume is not None:
+        run = RunDir(Path(resume))
+        saved = run.read_json("config.json")
+        cfg = TrainConfig.from_dict(saved["train"])
+        if device is not None:
+            cfg.device = device
+        if not run.checkpoint.is_file() and not run.metrics.is_file():
+            raise RunError(f"--resume {run.path}: no checkpoint to resume from (it was killed before the first one)")
+    else:
+        cfg = cfg or TrainConfig()
+        run = RunDir(Path(out) if out is not None else default_run_dir(cfg.model))
+    cfg.validate()
+    if cfg.model not in list_models():
+        raise UnknownModelError(f"unknown model {cfg.model!r}; valid: {', '.join(list_models())}")
+    dev = resolve_device(cfg.device)
+    dist_info = init_distributed(dev.type)
+    try:
+        metrics, model = _fit(cfg, run, dev, dist_info, resumed=resume is not None, overwrite=overwrite, data=data,
+                              progress=_progress_enabled(progress, dist_info),
+                              log=log if dist_info.is_main else (lambda s: None))
+        return (metrics, model) if return_model else metrics
+    finally:
+        cleanup_distributed()
+
+
+def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data, progress, log):
+    if dist_info.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", dist_info.local_rank)
+    precision = resolve_precision(cfg.precision, dev)
+    if resumed and run.metrics.is_file():
+        log(f"{run.path}: already complete; nothing to resume")
+        from cnnlab.train.rundir import load_run
+
+        return run.read_json("metrics.json"), load_run(run.path, map_location=str(dev)).model
+    if not resumed and dist_info.is_main:
+        run.prepare(overwrite=overwrite, check_only=True)  # fail before the data is loaded
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset, seed=cfg.seed)
+    if not resumed and dist_info.is_main:
+        run.prepare(overwrite=overwrite)
+    if dist_info.enabled:
+        torch.distributed.barrier()
+    torch.manual_seed(cfg.seed)
+    kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size[0]}
+    kwargs.update(cfg.model_kwargs)
+    model = create_model(cfg.model, **kwargs).to(dev)
+    channels_last = cfg.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model)
+
+    if len(data.train_y) < cfg.batch_size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train_y)} training images; "
+                          "use a smaller --batch-size")
+    if cfg.batch_size % dist_info.world_size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {dist_info.world_size} processes")
+    augment = Augment(cfg.crop_padding, cfg.hflip) if cfg.augment else Augment()
+    train_loader = BatchLoader(
+        data.train_x, data.train_y, cfg.batch_size, shuffle=True, drop_last=True, augment=augment,
+        mean=data.mean, std=data.std, seed=cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size,
+        device=dev, channels_last=channels_last,
+    )
+    val_loader = (make_eval_loader(data.val_x, data.val_y, data, dev, cfg.eval_batch_size, channels_last)
+                  if len(data.val_y) else None)
+    steps_per_epoch = len(train_loader)
+    total_steps = cfg.epochs * steps_per_epoch
+
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0, "partial": None}
+    if resumed and run.checkpoint.is_file():
+        state = load_checkpoint(run.checkpoint, model, optimizer)
+        log(f"resuming {run.path} at epoch {state['epoch'] + 1}, step {state['step']} of {steps_per_epoch}")
+    elif dist_info.is_main:
+        run.write_json("config.json", {
+            "train": cfg.to_dict(), "resolved": {"device": str(dev), "precision": precision,
+                                                 "world_size": dist_info.world_size, "channels_last": channels_last},
+            "data": data.describe(), "machine": machine_info(dev), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        run.write_json("model.json", model_spec(model))
+
+    train_model: nn.Module = model
+    if dist_info.enabled:
+        if cfg.sync_bn and dev.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    history: list[dict[str, Any]] = state["history"]
+    check_every = 1 if dev.type == "cpu" else 25
+
+    def checkpoint(epoch: int, step: int, partial) -> None:
+        if dist_info.is_main:
+            save_checkpoint(run.checkpoint, model, optimizer, {
+                "epoch": epoch, "step": step, "history": history, "train_seconds": train_seconds,
+                "partial": partial, "steps_per_epoch": steps_per_epoch,
+            })
+
+    train_seconds = float(state["train_seconds"])
+    start_epoch, start_step = int(state["epoch"]), int(state["step"])
+    last_ckpt = time.monotonic()
+    with _StopFlag() as stop:
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            first = start_step if epoch == start_epoch else 0
+            partial = state.get("partial") if epoch == start_epoch and first else None
+            sums = torch.tensor(partial[:3] if partial else [0.0, 0.0, 0.0], dtype=torch.float64, device=dev)
+            seconds = float(partial[3]) if partial and len(partial) > 3 else 0.0
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           unit="batch", dynamic_ncols=True, leave=True, file=sys.stderr)
+            t0 = time.perf_counter()
+            for step, (x, y) in enumerate(train_loader.epoch(epoch, first), start=first):
+                lr = cfg.lr * lr_factor(cfg.schedule, epoch * steps_per_epoch + step, total_steps, cfg.warmup)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                torch.manual_seed(_step_seed(cfg.seed, epoch, step, dist_info.rank))
+                with autocast(dev, precision):
+                    out = train_model(x)
+                loss = criterion(out.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss = loss.detach()
+                sums += torch.stack([loss.double() * len(y), (out.argmax(1) == y).sum().double(),
+                                     torch.tensor(float(len(y)), dtype=torch.float64, device=dev)])
+                if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
+                    if not math.isfinite(float(sums[0])):
+                        raise TrainingDivergedError(
+                            f"loss became {float(loss)} at epoch {epoch + 1} step {step + 1}; training stopped. "
+                            f"The last good checkpoint is kept in {run.checkpoint}; try a lower --lr "
+                            f"(was {cfg.lr:g})"
+                        )
+                if bar is not None:
+                    bar.update(1)
+                    if step % 10 == 0 or step + 1 == steps_per_epoch:
+                        s = sums.tolist()
+                        el = time.perf_counter() - t0 + seconds
+                        bar.set_postfix(loss=f"{s[0] / s[2]:.4f}", acc=f"{s[1] / s[2]:.4f}",
+                                        img_s=f"{s[2] * dist_info.world_size / max(el, 1e-9):.0f}", lr=f"{lr:.2e}")
+                done = step + 1 == steps_per_epoch
+                if not done and (stop.set or time.monotonic() - last_ckpt > cfg.checkpoint_interval):
+                    if not math.isfinite(float(sums[0])):
+                        raise TrainingDivergedError(f"loss became non-finite at epoch {epoch + 1} step {step + 1}")
+                    el = time.perf_counter() - t0
+                    checkpoint(epoch, step + 1, sums.tolist() + [seconds + el])
+                    last_ckpt = time.monotonic()
+                    if stop.set:
+                        if bar is not None:
+                            bar.close()
+                        raise TrainingInterrupted(
+                            f"interrupted at epoch {epoch + 1} step {step + 1}; checkpoint saved. "
+                            f"Resume with: cnnlab train --resume {run.path}"
+                        )
+            epoch_seconds = time.perf_counter() - t0 + seconds
+            if bar is not None:
+                bar.close()
+            if dist_info.enabled:
+                torch.distributed.all_reduce(sums)
+            s = sums.tolist()
+            train_seconds += epoch_seconds
+            row = {"epoch": epoch + 1, "train_loss": s[0] / s[2], "train_acc": s[1] / s[2],
+                   "val_loss": None, "val_acc": None, "lr": lr, "seconds": epoch_seconds,
+                   "images_per_s": s[2] / epoch_seconds}
+            if val_loader is not None:
+                v = evaluate(model, val_loader, data.num_classes, precision)
+                row.update(val_loss=v["loss"], val_acc=v["accuracy"])
+            history.append(row)
+            log(_epoch_line(row, cfg.epochs))
+            checkpoint(epoch + 1, 0, None)
+            last_ckpt = time.monotonic()
+            if dist_info.is_main:
+                run.write_history(history)
+            if stop.set:
+                raise TrainingInterrupted(
+                    f"interrupted after epoch {epoch + 1}; checkpoint saved. Resume with: cnnlab train --resume {run.path}"
+                )
+
+    test_loader = make_eval_loader(data.test_x, data.test_y, data, dev, cfg.eval_batch_size, channels_last)
+    test = evaluate(model, test_loader, data.num_classes, precision)
+    images = sum(r["images_per_s"] * r["seconds"] for r in history)
+    metrics = {
+        "model": cfg.model,
+        "dataset": data.name,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_images": test["count"],
+        "per_class_accuracy": dict(zip(data.classes, test["per_class_accuracy"])),
+        "classes": list(data.classes),
+        "confusion_matrix": test["confusion_matrix"],
+        "val_accuracy": history[-1]["val_acc"] if history else None,
+        "epochs": cfg.epochs,
+        "train_seconds": train_seconds,
+        "images_per_s": images / max(train_seconds, 1e-9),
+        "params": count_parameters(model),
+        "trainable_params": count_parameters(model, trainable_only=True),
+        "device": str(dev),
+        "precision": precision,
+        "world_size": dist_info.world_size,
+    }
+    if dist_info.is_main:
+        from cnnlab.train.plots import plot_confusion, plot_curves
+
+        save_weights(model, run.weights, metadata={"model": cfg.model})
+        plot_curves(history, run.path / "curves.png", title=f"{cfg.model} on {data.name}")
+        plot_confusion(test["confusion_matrix"], data.classes, run.path / "confusion.png",
+                       title=f"{cfg.model}: test accuracy {100 * test['accuracy']:.2f}%")
+        run.write_json("metrics.json", metrics)  # last: its presence marks the run complete
+    return metrics, model
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    val = (f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%"
+           if row.get("val_acc") is not None else "")
+    return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
+            f"{val}  lr {row['lr']:.2e}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s")

@@ -18,11 +18,14 @@ __all__ = ["FMNIST_RECIPES", "LECTURE_ACCURACY", "run_fmnist", "format_fmnist"]
 #: The lecture's numbers for its Fashion-MNIST models.
 LECTURE_ACCURACY = {"fmnist-cnn": 0.935, "mlp": 0.88}
 
-#: cnnlab's best recipes (bench/RESULTS.md): the lecture's CNN with the default TrainConfig; the MLP
-#: without augmentation, which an MLP cannot use well within a short budget.
+#: The recipes (bench/RESULTS.md): the lecture's CNN with cnnlab's default TrainConfig; the MLP the
+#: plain way a lecture trains it (Adam 1e-3, constant rate, batch 128, 10 epochs, no augmentation),
+#: which lands at the lecture's ~88%. (cnnlab's CNN recipe without augmentation, 20 epochs, takes
+#: the same MLP to ~90.4%: the gap to the CNN is the architecture's, not the recipe's.)
 FMNIST_RECIPES = {
     "fmnist-cnn": TrainConfig(model="fmnist-cnn"),
-    "mlp": TrainConfig(model="mlp", epochs=20, augment=False, label_smoothing=0.0),
+    "mlp": TrainConfig(model="mlp", epochs=10, batch_size=128, optimizer="adam", lr=1e-3, schedule="constant",
+                       augment=False, label_smoothing=0.0),
 }
 
 

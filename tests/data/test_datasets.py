@@ -10,29 +10,9 @@ import torch
 
 from cnnlab.data.datasets import DataSplits, UnknownDatasetError, channel_stats, list_datasets, load_dataset
 from cnnlab.data.fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES
-from cnnlab.data.idx import write_idx
+from tests.data.fakes import make_fake_fashion_mnist
 
 N_TRAIN, N_TEST = 60, 20
-
-
-def make_fake_fashion_mnist(folder: Path, n_train: int = N_TRAIN, n_test: int = N_TEST, seed: int = 0) -> dict:
-    """Small Fashion-MNIST look-alike; pixel (0, 0) is a unique image id (train 0.., test 200..)
-    and every label is ``id % 10`` (train) so labels can be checked against images."""
-    rng = np.random.default_rng(seed)
-    train_x = rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8)
-    test_x = rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8)
-    train_x[:, 0, 0] = np.arange(n_train)
-    test_x[:, 0, 0] = 200 + np.arange(n_test)
-    arrays = {
-        "train_images": train_x,
-        "train_labels": (np.arange(n_train) % 10).astype(np.uint8),
-        "test_images": test_x,
-        "test_labels": ((200 + np.arange(n_test)) % 10).astype(np.uint8),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for role, (name, _) in FASHION_MNIST_FILES.items():
-        write_idx(folder / name, arrays[role])
-    return arrays
 
 
 def ids(x: torch.Tensor) -> list[int]:

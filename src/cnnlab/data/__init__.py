@@ -1,6 +1,6 @@
 """Data: the IDX reader, Fashion-MNIST, in-memory splits and batching."""
 
-from cnnlab.data.batches import Augment, BatchLoader, normalize, random_crop, random_hflip
+from cnnlab.data.batches import Augment, BatchLoader, derive_seed, normalize, random_crop, random_hflip
 from cnnlab.data.datasets import DataSplits, DatasetError, UnknownDatasetError, channel_stats, list_datasets, load_dataset
 from cnnlab.data.fashion_mnist import (
     FASHION_MNIST_CLASSES,
@@ -13,7 +13,7 @@ from cnnlab.data.fashion_mnist import (
 from cnnlab.data.idx import IDXError, read_idx, write_idx
 
 __all__ = [
-    "Augment", "BatchLoader", "normalize", "random_crop", "random_hflip",
+    "Augment", "BatchLoader", "derive_seed", "normalize", "random_crop", "random_hflip",
     "DataSplits", "DatasetError", "UnknownDatasetError", "channel_stats", "list_datasets", "load_dataset",
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_FILES", "DataNotFoundError",
     "download_fashion_mnist", "find_fashion_mnist", "load_fashion_mnist",

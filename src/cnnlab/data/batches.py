@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Augment", "BatchLoader", "random_crop", "random_hflip", "normalize"]
+__all__ = ["Augment", "BatchLoader", "derive_seed", "random_crop", "random_hflip", "normalize"]
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,15 @@ class Augment:
         return self.crop_padding > 0 or self.hflip
 
 
+def derive_seed(*key: int) -> int:
+    """A 63-bit seed that is a pure function of the integers ``key`` (e.g. seed, epoch, step)."""
+    # SeedSequence takes non-negative ints: zigzag-map negatives so seed -3 differs from seed 3
+    words = [2 * int(k) if k >= 0 else -2 * int(k) - 1 for k in key]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0]) & 0x7FFF_FFFF_FFFF_FFFF
+
+
 def _generator(*key: int) -> torch.Generator:
-    seed = int(np.random.SeedSequence([abs(int(k)) for k in key]).generate_state(1, dtype=np.uint64)[0])
-    return torch.Generator().manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
+    return torch.Generator().manual_seed(derive_seed(*key))
 
 
 def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
@@ -107,6 +113,8 @@ class BatchLoader:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         if world_size > 1 and not drop_last:
             raise ValueError("sharding over processes needs drop_last=True (every rank takes an equal slice)")
         if drop_last and len(images) < batch_size:

@@ -9,6 +9,7 @@ C order, big-endian. Files may be gzip-compressed; compression is detected from 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -75,7 +76,7 @@ def read_idx(path: str | os.PathLike, *, expect_ndim: int | None = None) -> np.n
         raise IDXError(f"{path}: truncated header: {ndim} dimensions need {header_len} bytes, file has {len(data)}")
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow on absurd headers
     payload = len(data) - header_len
     if payload != expected:
         what = "truncated" if payload < expected else "has trailing bytes"

@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.data import Augment, BatchLoader, DataSplits, load_dataset
+from cnnlab.data import Augment, BatchLoader, DataSplits, derive_seed, load_dataset
 from cnnlab.models import UnknownModelError, count_parameters, create_model, list_models, model_spec
 from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from cnnlab.train.config import ConfigError, TrainConfig
@@ -87,10 +86,6 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr)
     return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def _step_seed(*key: int) -> int:
-    return int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0] & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def make_eval_loader(images, labels, data: dict | DataSplits, device, batch_size=1000, channels_last=False):
@@ -303,7 +298,7 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
                 lr = cfg.lr * lr_factor(cfg.schedule, epoch * steps_per_epoch + step, total_steps, cfg.warmup)
                 for g in optimizer.param_groups:
                     g["lr"] = lr
-                torch.manual_seed(_step_seed(cfg.seed, epoch, step, dist_info.rank))
+                torch.manual_seed(derive_seed(cfg.seed, epoch, step, dist_info.rank, 3))
                 with autocast(dev, precision):
                     out = train_model(x)
                 loss = criterion(out.float(), y)

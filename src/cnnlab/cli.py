@@ -62,40 +62,44 @@ def _key_value(s: str) -> tuple[str, Any]:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from cnnlab.train.config import OPTIMIZERS, PRECISIONS, SCHEDULES
+    from cnnlab.train.config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 
+    c = TrainConfig()  # the defaults live in one place
+    per_opt = lambda table: ", ".join(f"{k} {v:g}" for k, v in table.items())  # noqa: E731
     d = p.add_argument_group("what to train")
-    d.add_argument("--model", default="fmnist-cnn", help="registered model (see `cnnlab models`)")
+    d.add_argument("--model", default=c.model, help="registered model (see `cnnlab models`)")
     d.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="constructor argument for the model (JSON value), repeatable")
-    d.add_argument("--dataset", default="fashion-mnist", help="dataset name (fashion-mnist)")
+    d.add_argument("--dataset", default=c.dataset, help="dataset name (fashion-mnist)")
     d.add_argument("--data-dir", help="folder with the dataset files (else $CNNLAB_DATA_DIR, Debian's package, the cache)")
     d.add_argument("--subset", type=_positive_int, help="train on the first N (seeded) training images")
-    d.add_argument("--val-size", type=_non_negative_int, default=5000, help="validation images carved from training (5000)")
+    d.add_argument("--val-size", type=_non_negative_int, default=c.val_size,
+                   help=f"validation images carved from training ({c.val_size})")
     h = p.add_argument_group("recipe (defaults: cnnlab's recipe for the lecture's CNN)")
-    h.add_argument("--epochs", type=_positive_int, default=15)
-    h.add_argument("--batch-size", type=_positive_int, default=256)
-    h.add_argument("--lr", type=_positive_float, help="peak learning rate (default per optimizer: sgd 0.05, adam 1e-3, adamw 2e-3)")
-    h.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    h.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
-    h.add_argument("--weight-decay", type=float, help="default per optimizer: sgd 5e-4, adam 0, adamw 0.05")
-    h.add_argument("--schedule", choices=SCHEDULES, default="onecycle")
-    h.add_argument("--warmup", type=float, default=0.15, help="warm-up fraction of training (onecycle, cosine)")
-    h.add_argument("--label-smoothing", type=float, default=0.1)
-    h.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                   help="random crop (zero padding) and horizontal flip on whole batches")
-    h.add_argument("--crop-padding", type=_non_negative_int, default=2)
-    h.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
-    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--epochs", type=_positive_int, default=c.epochs)
+    h.add_argument("--batch-size", type=_positive_int, default=c.batch_size)
+    h.add_argument("--lr", type=_positive_float, help=f"peak learning rate (default per optimizer: {per_opt(DEFAULT_LR)})")
+    h.add_argument("--optimizer", choices=OPTIMIZERS, default=c.optimizer)
+    h.add_argument("--momentum", type=float, default=c.momentum, help="SGD momentum (Nesterov)")
+    h.add_argument("--weight-decay", type=float, help=f"default per optimizer: {per_opt(DEFAULT_WEIGHT_DECAY)}")
+    h.add_argument("--schedule", choices=SCHEDULES, default=c.schedule)
+    h.add_argument("--warmup", type=float, default=c.warmup, help="warm-up fraction of training (onecycle, cosine)")
+    h.add_argument("--label-smoothing", type=float, default=c.label_smoothing)
+    h.add_argument("--augment", action=argparse.BooleanOptionalAction, default=c.augment,
+                   help="augmentation on whole batches (see --hflip, --crop-padding)")
+    h.add_argument("--crop-padding", type=_non_negative_int, default=c.crop_padding,
+                   help=f"random crop after zero padding by this many pixels ({c.crop_padding}: off)")
+    h.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=c.hflip, help="random horizontal flips")
+    h.add_argument("--seed", type=int, default=c.seed)
     r = p.add_argument_group("how")
     r.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:N")
-    r.add_argument("--precision", choices=PRECISIONS, default="auto",
+    r.add_argument("--precision", choices=PRECISIONS, default=c.precision,
                    help="auto: bf16 where the hardware has it natively, else fp32")
-    r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=c.channels_last)
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
     r.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm in distributed CUDA training")
-    r.add_argument("--checkpoint-interval", type=_positive_float, default=60.0, metavar="SECONDS",
-                   help="also checkpoint mid-epoch this often (60)")
+    r.add_argument("--checkpoint-interval", type=_positive_float, default=c.checkpoint_interval, metavar="SECONDS",
+                   help=f"also checkpoint mid-epoch this often ({c.checkpoint_interval:g})")
     o = p.add_argument_group("output")
     o.add_argument("--out", help="run directory (default runs/<model>-<time>)")
     o.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (its own settings)")

@@ -20,6 +20,7 @@ from cnnlab.train import (
     make_eval_loader,
 )
 from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.train.config import DEFAULT_LR
 
 SMALL_MLP = {"hidden": [64]}
 
@@ -46,7 +47,7 @@ def test_fit_learns_and_writes_a_complete_run(tiny_data, tmp_path):
     assert sum(map(sum, saved["confusion_matrix"])) == len(tiny_data.test_y) == saved["test_images"]
     assert set(saved["per_class_accuracy"]) == set(tiny_data.classes)
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["train"]["epochs"] == 3 and cfg["train"]["lr"] == 2e-3 and cfg["machine"]["torch"] == torch.__version__
+    assert cfg["train"]["epochs"] == 3 and cfg["train"]["lr"] == DEFAULT_LR["adamw"] and cfg["machine"]["torch"] == torch.__version__
     assert cfg["data"]["mean"] == list(tiny_data.mean)
     assert not [p for p in run.rglob("*.tmp")]
 
@@ -117,6 +118,7 @@ def test_bad_settings_name_the_flag(field, value, flag, tiny_data, tmp_path):
 def test_batch_larger_than_the_data_is_a_clear_error(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="--batch-size 4096 is larger than the 512 training images"):
         fit(_cfg(batch_size=4096), tmp_path / "run", data=tiny_data, progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_fmnist_cnn_trains_with_bf16_and_channels_last(tiny_data, tmp_path):

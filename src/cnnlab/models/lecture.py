@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch.nn as nn
 
+from cnnlab.layers import Dropout
 from cnnlab.models.registry import register_model
 
 __all__ = ["FashionCNN", "MLP", "conv3x3"]
@@ -28,7 +29,7 @@ def _conv_block(in_channels: int, out_channels: int, dropout: float) -> nn.Seque
             relu2=nn.ReLU(inplace=True),
             bn2=nn.BatchNorm2d(out_channels),
             pool=nn.MaxPool2d(2),
-            drop=nn.Dropout(dropout),
+            drop=Dropout(dropout),
         )
     )
 
@@ -40,7 +41,8 @@ class FashionCNN(nn.Module):
     channels), flatten (64*7*7 = 3136), dense 512-ReLU-BN-dropout 0.5, dense 10 (logits; the
     softmax lives in the loss). 1,677,674 trainable parameters; the 1,408 BatchNorm running
     statistics are what the lecture's Keras table calls "non-trainable" (1,679,082 together).
-    Note the lecture's order: the activation comes *before* BatchNorm.
+    Note the lecture's order: the activation comes *before* BatchNorm. Dropout is
+    :class:`cnnlab.layers.Dropout` (same semantics, a cheaper CPU mask).
     """
 
     def __init__(
@@ -66,7 +68,7 @@ class FashionCNN(nn.Module):
                 fc1=nn.Linear(c * h * w, hidden),
                 relu=nn.ReLU(inplace=True),
                 bn=nn.BatchNorm1d(hidden),
-                drop=nn.Dropout(head_dropout),
+                drop=Dropout(head_dropout),
                 fc2=nn.Linear(hidden, num_classes),
             )
         )
@@ -96,7 +98,7 @@ class MLP(nn.Module):
         for i, width in enumerate(hidden, 1):
             layers[f"fc{i}"] = nn.Linear(n, width)
             layers[f"relu{i}"] = nn.ReLU(inplace=True)
-            layers[f"drop{i}"] = nn.Dropout(dropout)
+            layers[f"drop{i}"] = Dropout(dropout)
             n = width
         self.features = nn.Sequential(layers)
         self.classifier = nn.Sequential(OrderedDict(fc=nn.Linear(n, num_classes)))

@@ -15,8 +15,8 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 #: Per-optimizer defaults, used when ``lr`` / ``weight_decay`` are left at None.
-DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 2e-3}
-DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 5e-2}
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 3e-3}
+DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 5e-3}
 
 
 class ConfigError(ValueError):
@@ -44,7 +44,7 @@ class TrainConfig:
     warmup: float = 0.15
     label_smoothing: float = 0.1
     augment: bool = True
-    crop_padding: int = 2
+    crop_padding: int = 0  # random crops hurt within 15 epochs (bench/RESULTS.md); flips help
     hflip: bool = True
     seed: int = 0
     device: str = "auto"

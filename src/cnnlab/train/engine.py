@@ -218,6 +218,11 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
         run.prepare(overwrite=overwrite, check_only=True)  # fail before the data is loaded
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset, seed=cfg.seed)
+    if len(data.train_y) < cfg.batch_size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train_y)} training images; "
+                          "use a smaller --batch-size")
+    if cfg.batch_size % dist_info.world_size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {dist_info.world_size} processes")
     if not resumed and dist_info.is_main:
         run.prepare(overwrite=overwrite)
     if dist_info.enabled:
@@ -231,11 +236,6 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)
 
-    if len(data.train_y) < cfg.batch_size:
-        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train_y)} training images; "
-                          "use a smaller --batch-size")
-    if cfg.batch_size % dist_info.world_size:
-        raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {dist_info.world_size} processes")
     augment = Augment(cfg.crop_padding, cfg.hflip) if cfg.augment else Augment()
     train_loader = BatchLoader(
         data.train_x, data.train_y, cfg.batch_size, shuffle=True, drop_last=True, augment=augment,
@@ -285,6 +285,9 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
             model.train()
             first = start_step if epoch == start_epoch else 0
             partial = state.get("partial") if epoch == start_epoch and first else None
+            # running (loss, correct, count) of this rank's shard; the epoch's train loss and accuracy are
+            # rank 0's (with several ranks, an estimate from 1/world_size of the epoch's images), which
+            # is what a checkpoint can hold without a collective
             sums = torch.tensor(partial[:3] if partial else [0.0, 0.0, 0.0], dtype=torch.float64, device=dev)
             seconds = float(partial[3]) if partial and len(partial) > 3 else 0.0
             bar = None
@@ -339,13 +342,11 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
             epoch_seconds = time.perf_counter() - t0 + seconds
             if bar is not None:
                 bar.close()
-            if dist_info.enabled:
-                torch.distributed.all_reduce(sums)
             s = sums.tolist()
             train_seconds += epoch_seconds
             row = {"epoch": epoch + 1, "train_loss": s[0] / s[2], "train_acc": s[1] / s[2],
                    "val_loss": None, "val_acc": None, "lr": lr, "seconds": epoch_seconds,
-                   "images_per_s": s[2] / epoch_seconds}
+                   "images_per_s": s[2] * dist_info.world_size / epoch_seconds}
             if val_loader is not None:
                 v = evaluate(model, val_loader, data.num_classes, precision)
                 row.update(val_loss=v["loss"], val_acc=v["accuracy"])

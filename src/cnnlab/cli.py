@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -173,9 +174,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
         run = a.out or str(default_run_dir(cfg.model))
         metrics = fit(cfg, run, overwrite=a.overwrite, progress=a.progress)
-    from cnnlab.train.distributed import env_world_size
-
-    if int(__import__("os").environ.get("RANK", "0")) == 0 or env_world_size() == 1:
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
         print(f"test accuracy {100 * metrics['test_accuracy']:.2f}%  ({metrics['test_images']} images)  "
               f"train {metrics['train_seconds']:.0f}s  {metrics['images_per_s']:.0f} img/s  -> {run}")
     return 0
@@ -192,7 +191,9 @@ def _cmd_eval(a: argparse.Namespace) -> int:
                         subset=cfg.subset, seed=cfg.seed)
     channels_last = cfg.channels_last and any(p.ndim == 4 for p in run.model.parameters())
     if channels_last:
-        run.model.to(memory_format=__import__("torch").channels_last)
+        import torch
+
+        run.model.to(memory_format=torch.channels_last)
     loader = make_eval_loader(data.test_x, data.test_y, run.data, dev, cfg.eval_batch_size, channels_last)
     m = evaluate(run.model, loader, len(run.data["classes"]), resolve_precision(cfg.precision, dev))
     classes = run.data["classes"]
@@ -223,13 +224,12 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _cmd_models(a: argparse.Namespace) -> int:
-    from cnnlab.models import count_parameters, create_model, list_models
-    from cnnlab.models.registry import _REGISTRY
+    from cnnlab.models import count_parameters, create_model, list_models, model_entrypoint
 
     rows = []
     for name in list_models():
         m = create_model(name)
-        doc = (_REGISTRY[name].__doc__ or "").strip().splitlines()
+        doc = (model_entrypoint(name).__doc__ or "").strip().splitlines()
         rows.append({"name": name, "params": count_parameters(m),
                      "trainable_params": count_parameters(m, trainable_only=True),
                      "description": doc[0] if doc else ""})

@@ -7,6 +7,7 @@ from cnnlab.models.registry import (
     build_from_spec,
     create_model,
     list_models,
+    model_entrypoint,
     model_spec,
     register_model,
 )
@@ -19,5 +20,5 @@ def count_parameters(model, trainable_only: bool = False) -> int:
 
 __all__ = [
     "FashionCNN", "MLP", "UnknownModelError", "build_from_spec", "count_parameters",
-    "create_model", "list_models", "model_spec", "register_model",
+    "create_model", "list_models", "model_entrypoint", "model_spec", "register_model",
 ]

@@ -12,7 +12,10 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-__all__ = ["register_model", "create_model", "list_models", "model_spec", "build_from_spec", "UnknownModelError"]
+__all__ = [
+    "register_model", "create_model", "list_models", "model_entrypoint", "model_spec", "build_from_spec",
+    "UnknownModelError",
+]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -38,6 +41,13 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The factory function registered as ``name`` (its docstring describes the model)."""
+    if name not in _REGISTRY:
+        raise UnknownModelError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, (tuple, list)):
         return [_jsonable(x) for x in v]
@@ -46,9 +56,7 @@ def _jsonable(v: Any) -> Any:
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build registered model ``name``; unknown keyword arguments are an error naming the valid ones."""
-    if name not in _REGISTRY:
-        raise UnknownModelError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
-    fn = _REGISTRY[name]
+    fn = model_entrypoint(name)
     sig = inspect.signature(fn)
     try:
         bound = sig.bind(**kwargs)

@@ -34,7 +34,7 @@ class TrainConfig:
     data_dir: str | None = None
     val_size: int = 5000
     subset: int | None = None
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 256
     lr: float | None = None  # None: the optimizer's default (DEFAULT_LR)
     optimizer: str = "adamw"

@@ -26,11 +26,12 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
     """Loss and accuracy per epoch, train and validation."""
     epochs = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+    # training numbers are running averages with dropout, augmentation and label smoothing active
+    for key, label in (("train_loss", "train (running, regularised)"), ("val_loss", "validation")):
         vals = [r.get(key) for r in history]
         if any(v is not None for v in vals):
             ax1.plot(epochs, vals, marker="o", ms=3, label=label)
-    for key, label in (("train_acc", "train"), ("val_acc", "validation")):
+    for key, label in (("train_acc", "train (running, regularised)"), ("val_acc", "validation")):
         vals = [r.get(key) for r in history]
         if any(v is not None for v in vals):
             ax2.plot(epochs, [100 * v if v is not None else None for v in vals], marker="o", ms=3, label=label)

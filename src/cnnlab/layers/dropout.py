@@ -37,13 +37,17 @@ class Dropout(nn.Dropout):
             return x
         if x.device.type != "cpu" or self.p >= 1.0:
             return F.dropout(x, self.p, True, self.inplace)
-        threshold = min(255, max(1, round(self.p * 256)))
-        keep = dropout_mask_bytes(x) >= threshold
-        return torch.where(keep, x * (256.0 / (256 - threshold)), 0.0)
+        keep = dropout_mask_bytes(x) >= self._threshold
+        return torch.where(keep, x * (256.0 / (256 - self._threshold)), 0.0)
+
+    @property
+    def _threshold(self) -> int:
+        """Bytes below this are dropped: p rounded to a multiple of 1/256, kept inside (0, 1)."""
+        return min(255, max(1, round(self.p * 256)))
 
     @property
     def effective_p(self) -> float:
         """The drop probability actually used on the CPU."""
         if self.p == 0.0 or self.p >= 1.0:
             return float(self.p)
-        return min(255, max(1, round(self.p * 256))) / 256
+        return self._threshold / 256

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.data import Augment, BatchLoader, DataSplits, derive_seed, load_dataset
-from cnnlab.models import UnknownModelError, count_parameters, create_model, list_models, model_spec
+from cnnlab.models import count_parameters, create_model, model_entrypoint, model_spec
 from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from cnnlab.train.config import ConfigError, TrainConfig
 from cnnlab.train.distributed import DistInfo, cleanup_distributed, init_distributed
@@ -192,8 +192,7 @@ def fit(
         cfg = cfg or TrainConfig()
         run = RunDir(Path(out) if out is not None else default_run_dir(cfg.model))
     cfg.validate()
-    if cfg.model not in list_models():
-        raise UnknownModelError(f"unknown model {cfg.model!r}; valid: {', '.join(list_models())}")
+    model_entrypoint(cfg.model)  # an unknown model fails here, before any data is loaded
     dev = resolve_device(cfg.device)
     dist_info = init_distributed(dev.type)
     try:

@@ -1,0 +1,191 @@
+"""Animate a traced 2D operation in the style of the convolution-arithmetic figures.
+
+:func:`animate` draws a :class:`~cnnlab.ops.steps.Trace` the way Dumoulin & Visin, "A guide to
+convolution arithmetic for deep learning" (2016, arXiv:1603.07285) do: on the left the padded input
+as a grid of cells (input light blue, padding light grey with dashed outlines), the window of the
+current step dark blue with each kernel weight as a small subscript in the lower right of the cell it
+multiplies; on the right the output grid filling in step by step. A title names the operation and its
+parameters and a caption gives the current step's formula. There is one frame per output position
+and a final frame with the complete output, written as an animated GIF or as numbered PNG files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from cnnlab._io import atomic_path
+from cnnlab.ops.steps import Trace, format_number
+
+__all__ = ["animate", "SUFFIXES"]
+
+SUFFIXES = (".gif", ".png")
+_NAMES = {"correlate": "correlation", "convolve": "convolution (kernel flipped)",
+          "max": "max pooling", "avg": "average pooling"}
+_INPUT, _PAD, _WINDOW, _WINDOW_PAD = "#a6cee3", "#f2f2f2", "#1f4e79", "#6f8fb3"
+_OUT_EMPTY, _OUT_DONE, _OUT_NOW = "#ffffff", "#99d8c9", "#1b7f6e"
+_COLORS = (_INPUT, _PAD, _WINDOW, _WINDOW_PAD, _OUT_EMPTY, _OUT_DONE, _OUT_NOW, "#000000", "#777777")
+_TITLE_PT, _CAPTION_PT, _MIN_PT, _TOP_IN, _SIDE_IN = 12.0, 10.0, 7.0, 1.1, 0.2
+_EM, _TITLE_EM = 0.6, 0.5  # glyph widths in ems (digits and monospace; proportional text)
+
+
+def animate(trace: Trace, path, *, fps: float = 1.5, dpi: int = 100) -> list[Path]:
+    """Draw ``trace`` frame by frame and write it to ``path``; return the paths written.
+
+    ``path`` ending in ``.gif`` gives one animated GIF (``fps`` frames per second, looping);
+    ``.png`` gives numbered frames ``<stem>_000.png``, ``<stem>_001.png``, ... beside it.
+    Each file is written atomically.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"cannot write an animation to {str(path)!r}: the name must end in "
+                         f"{' or '.join(SUFFIXES)} (an animated GIF or numbered PNG frames)")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive; got {fps!r}")
+    from PIL import Image
+
+    frames = _frames(trace, dpi)
+    if suffix == ".gif":
+        first = next(frames)
+        swatch = np.repeat(np.array([list(bytes.fromhex(c[1:])) for c in _COLORS], np.uint8), 4096, axis=0)
+        palette = Image.fromarray(np.concatenate([first.reshape(-1, 3), swatch])[None]).quantize(256)
+        images = (Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames)
+        with atomic_path(path) as tmp:
+            Image.fromarray(first).quantize(palette=palette, dither=Image.Dither.NONE).save(
+                tmp, format="GIF", save_all=True, append_images=images, duration=int(1000 / fps), loop=0)
+        return [path]
+    digits = max(3, len(str(len(trace.steps))))
+    written = []
+    for n, frame in enumerate(frames):
+        target = path.with_name(f"{path.stem}_{n:0{digits}d}.png")
+        with atomic_path(target) as tmp:
+            Image.fromarray(frame).save(tmp, format="PNG")
+        written.append(target)
+    return written
+
+
+def _pair(v) -> str:
+    return str(v[0]) if v[0] == v[1] else f"({v[0]}, {v[1]})"
+
+
+def _title(trace: Trace) -> str:
+    """E.g. ``correlation, 3x3 kernel, stride 1, padding 0, dilation 1``."""
+    (t, b), (l, r) = trace.pads
+    padding = _pair((t, l)) if (t, l) == (b, r) else f"(top {t}, bottom {b}, left {l}, right {r})"
+    if trace.op in ("correlate", "convolve") and trace.padding_mode != "zeros" and t + b + l + r:
+        padding += f" ({trace.padding_mode})"
+    kh, kw = trace.kernel_size
+    size = f"{kh}x{kw} {'kernel' if trace.kernel is not None else 'window'}"
+    return (f"{_NAMES[trace.op]}, {size}, stride {_pair(trace.stride)}, padding {padding}, "
+            f"dilation {_pair(trace.dilation)}")
+
+
+def _shorten(text: str, limit: int) -> str:
+    """Cut the middle of a long formula, keeping its result: ``3*0 + 3*1 + ... = 12``."""
+    if len(text) <= limit:
+        return text
+    head, sep, tail = text.rpartition(" = ")
+    tail = sep + tail if sep else ""
+    return (head if sep else text)[:max(limit - len(tail) - 4, 8)].rstrip(" +,") + " ..." + tail
+
+
+def _frames(trace: Trace, dpi: int) -> Iterator[np.ndarray]:
+    """Yield the frames as (H, W, 3) uint8 arrays: one per step, then the complete output.
+
+    The static parts (grids, values, title) are drawn once; each frame restores them and draws only
+    the window, the current output cell and the caption, so large inputs stay fast.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    hp, wp = trace.padded.shape
+    oh, ow = trace.output.shape
+    is_pad, finite = trace.is_padding, np.isfinite(trace.padded)
+    labels = np.array([format_number(v) if f else "" for v, f in zip(trace.padded.flat, finite.flat)],
+                      dtype=object).reshape(hp, wp)
+    widest = max(len(s) for s in [*labels.flat, *map(format_number, trace.output.flat)])
+    widest_weight = 1 if trace.kernel is None else max(len(format_number(w)) for w in trace.kernel.flat)
+    gap = 1.5
+    cells_w, cells_h = wp + gap + ow, max(hp, oh)
+    smallest = float(np.clip(widest * _EM * _MIN_PT / (0.9 * 72), 0.3, 0.6))
+    cell_in = float(np.clip(min(9.0 / cells_w, 7.0 / cells_h), smallest, 0.6))
+    cell_pt = cell_in * 72
+    value_pt = min(0.36 * cell_pt, 0.9 * cell_pt / (_EM * widest))
+    weight_pt = min(0.2 * cell_pt, 0.45 * cell_pt / (_EM * widest_weight))
+    width_in = max(cells_w * cell_in + 2 * _SIDE_IN, 6.0)
+    height_in = cells_h * cell_in + _TOP_IN + _SIDE_IN
+    text_in = width_in - 2 * _SIDE_IN
+
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, _SIDE_IN / height_in, 1, cells_h * cell_in / height_in))
+    ax.set_axis_off()
+    extra = (width_in / cell_in - cells_w) / 2
+    ax.set_xlim(-extra, cells_w + extra)
+    ax.set_ylim(cells_h, 0)
+    x_out, y_in, y_out = wp + gap, (cells_h - hp) / 2, (cells_h - oh) / 2
+
+    def cell(x: float, y: float, color: str, dashed: bool = False, animated: bool = False) -> Rectangle:
+        return ax.add_patch(Rectangle((x, y), 1, 1, facecolor=color, edgecolor="#555555", clip_on=False,
+                                      linewidth=0.5 if dashed else 1.0, linestyle="--" if dashed else "-",
+                                      animated=animated))
+
+    def text(x: float, y: float, s: str = "", **kw):
+        return ax.text(x, y, s, **{"ha": "center", "va": "center", "fontsize": value_pt, "clip_on": False, **kw})
+
+    for r, c in np.ndindex(hp, wp):
+        cell(c, y_in + r, _PAD if is_pad[r, c] else _INPUT, dashed=is_pad[r, c])
+        text(c + 0.5, y_in + r + 0.5, labels[r, c], color="#777777" if is_pad[r, c] else "black")
+    for i, j in np.ndindex(oh, ow):
+        cell(x_out + j, y_out + i, _OUT_EMPTY)
+    panel_pt = min(9.0, 0.8 * cell_pt)
+    ax.text(wp / 2, y_in - 0.15, "input" + (" (padded)" if is_pad.any() else ""), ha="center", va="bottom",
+            fontsize=panel_pt)
+    ax.text(x_out + ow / 2, y_out - 0.15, "output", ha="center", va="bottom", fontsize=panel_pt)
+    title = _title(trace)
+    fig.text(0.5, 1 - 0.2 / height_in, title, ha="center", va="top",
+             fontsize=min(_TITLE_PT, text_in * 72 / (_TITLE_EM * len(title))))
+    caption = fig.text(0.5, 1 - 0.55 / height_in, "", ha="center", va="top", fontsize=_CAPTION_PT,
+                       family="monospace", animated=True)
+    caption_chars = int(text_in * 72 / (_EM * _CAPTION_PT))
+    kh, kw = trace.kernel_size
+    window = [(cell(0, 0, _WINDOW, animated=True), text(0, 0, color="white", animated=True),
+               text(0, 0, ha="right", va="bottom", fontsize=weight_pt, color="white", animated=True))
+              for _ in range(kh * kw)]
+    out_cell, out_text = cell(0, 0, _OUT_NOW, animated=True), text(0, 0, animated=True)
+    try:
+        canvas.draw()
+        background = canvas.copy_from_bbox(fig.bbox)
+        for step in trace.steps:
+            canvas.restore_region(background)
+            for k, (r, c) in enumerate((r, c) for r in step.rows for c in step.cols):
+                patch, value, weight = window[k]
+                patch.set(xy=(c, y_in + r), facecolor=_WINDOW_PAD if is_pad[r, c] else _WINDOW,
+                          linestyle="--" if is_pad[r, c] else "-")
+                value.set(x=c + 0.5, y=y_in + r + 0.5, text=labels[r, c])
+                weight.set(x=c + 0.95, y=y_in + r + 0.97,
+                           text="" if step.weights is None else format_number(step.weights.flat[k]))
+                for a in window[k]:
+                    ax.draw_artist(a)
+            i, j = step.index
+            out_cell.set(xy=(x_out + j, y_out + i), facecolor=_OUT_NOW)
+            out_text.set(x=x_out + j + 0.5, y=y_out + i + 0.5, text=format_number(step.result), color="white")
+            caption.set_text(_shorten(step.formula(trace.op), caption_chars))
+            for a in (out_cell, out_text, caption):
+                a.draw(canvas.get_renderer())
+            yield np.asarray(canvas.buffer_rgba())[..., :3].copy()
+            canvas.restore_region(background)
+            out_cell.set_facecolor(_OUT_DONE)
+            out_text.set_color("black")
+            ax.draw_artist(out_cell)
+            ax.draw_artist(out_text)
+            background = canvas.copy_from_bbox(fig.bbox)
+        caption.set_text(f"complete output: {oh}x{ow}")
+        caption.draw(canvas.get_renderer())
+        yield np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    finally:
+        fig.clear()

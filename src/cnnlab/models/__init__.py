@@ -1,16 +1,22 @@
 """Models: the registry and the model families. Importing this package registers every model."""
 
-from cnnlab.models import lecture  # noqa: F401  (registers fmnist-cnn, mlp)
-from cnnlab.models.lecture import MLP, FashionCNN
+from cnnlab.models import lecture  # noqa: F401  (registers fmnist-cnn, mlp, catsdogs-cnn, rf-demo)
+from cnnlab.models import classic  # noqa: F401  (registers vgg-small, resnet-small, inception-small, gap-cnn)
+from cnnlab.models.classic import BasicBlock, GapCNN, InceptionModule, InceptionSmall, ResNetSmall, VGGSmall
+from cnnlab.models.lecture import MLP, CatsDogsCNN, FashionCNN, RFDemo
 from cnnlab.models.registry import (
     UnknownModelError,
     build_from_spec,
     create_model,
     list_models,
+    ModelInfo,
+    ZOO_PREFIX,
     model_entrypoint,
+    model_info,
     model_spec,
     register_model,
 )
+from cnnlab.models.weights import WeightsError, load_state_dict_file, read_state_dict
 
 
 def count_parameters(model, trainable_only: bool = False) -> int:
@@ -19,6 +25,8 @@ def count_parameters(model, trainable_only: bool = False) -> int:
 
 
 __all__ = [
-    "FashionCNN", "MLP", "UnknownModelError", "build_from_spec", "count_parameters",
-    "create_model", "list_models", "model_entrypoint", "model_spec", "register_model",
+    "BasicBlock", "CatsDogsCNN", "FashionCNN", "GapCNN", "InceptionModule", "InceptionSmall", "MLP", "RFDemo",
+    "ResNetSmall", "VGGSmall", "ModelInfo", "UnknownModelError", "WeightsError", "ZOO_PREFIX", "build_from_spec",
+    "count_parameters", "create_model", "list_models", "load_state_dict_file", "model_entrypoint", "model_info",
+    "model_spec", "read_state_dict", "register_model",
 ]

@@ -8,44 +8,90 @@ directory's ``model.json`` stores and what :func:`build_from_spec` rebuilds from
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch.nn as nn
 
 __all__ = [
-    "register_model", "create_model", "list_models", "model_entrypoint", "model_spec", "build_from_spec",
-    "UnknownModelError",
+    "register_model", "create_model", "list_models", "model_entrypoint", "model_info", "model_spec",
+    "build_from_spec", "ModelInfo", "UnknownModelError", "ZOO_PREFIX",
 ]
 
+ZOO_PREFIX = "tv:"
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model expects and gives: ``input_size`` (C, H, W) it is built for by default, and
+    ``num_classes`` of its output (None: it outputs a feature map, not class scores)."""
+
+    name: str
+    input_size: tuple[int, int, int]
+    num_classes: int | None
+    source: str  # "cnnlab" or "torchvision"
+
+
+_INFO: dict[str, ModelInfo] = {}
 
 
 class UnknownModelError(ValueError):
     pass
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None):
-    """Register a model factory under ``name`` (default: the function's name with ``_`` -> ``-``)."""
+def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None,
+                   input_size: tuple[int, int, int] = (1, 28, 28), num_classes: int | None = 10):
+    """Register a model factory under ``name`` (default: the function's name with ``_`` -> ``-``).
+
+    ``input_size`` and ``num_classes`` describe the model built with its default arguments
+    (see :func:`model_info`); tests and ``cnnlab summary`` use them.
+    """
 
     def wrap(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or f.__name__.replace("_", "-")
-        if key in _REGISTRY:
-            raise ValueError(f"model {key!r} is already registered")
+        if key in _REGISTRY or key.startswith(ZOO_PREFIX):
+            raise ValueError(f"model {key!r} is already registered" if key in _REGISTRY else
+                             f"model names starting with {ZOO_PREFIX!r} are torchvision's")
         _REGISTRY[key] = f
+        _INFO[key] = ModelInfo(key, tuple(input_size), num_classes, "cnnlab")
         return f
 
     return wrap(fn) if fn is not None else wrap
 
 
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+def list_models(zoo: bool = False) -> list[str]:
+    """cnnlab's registered models; with ``zoo``, also every torchvision classification model as
+    ``tv:<name>``."""
+    names = sorted(_REGISTRY)
+    if zoo:
+        from cnnlab.models.zoo import zoo_names
+
+        names += [ZOO_PREFIX + n for n in zoo_names()]
+    return names
 
 
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     """The factory function registered as ``name`` (its docstring describes the model)."""
+    if name.startswith(ZOO_PREFIX):
+        from cnnlab.models.zoo import zoo_entrypoint
+
+        return zoo_entrypoint(name[len(ZOO_PREFIX):])
     if name not in _REGISTRY:
-        raise UnknownModelError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
+        raise UnknownModelError(f"unknown model {name!r}; valid: {', '.join(list_models())}, or "
+                                f"{ZOO_PREFIX}NAME for a torchvision model (`cnnlab models --zoo` lists them)")
     return _REGISTRY[name]
+
+
+def model_info(name: str) -> ModelInfo:
+    """Input size and number of classes of model ``name`` as built with its default arguments."""
+    if name.startswith(ZOO_PREFIX):
+        from cnnlab.models.zoo import zoo_info
+
+        return zoo_info(name[len(ZOO_PREFIX):])
+    model_entrypoint(name)  # unknown names: the usual error
+    return _INFO[name]
 
 
 def _jsonable(v: Any) -> Any:
@@ -54,20 +100,31 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build registered model ``name``; unknown keyword arguments are an error naming the valid ones."""
+def create_model(name: str, weights: str | None = None, **kwargs: Any) -> nn.Module:
+    """Build model ``name`` (registered, or ``tv:<torchvision name>``); unknown keyword arguments are
+    an error naming the valid ones. ``weights``: a local state dict to load (see
+    :func:`cnnlab.models.load_state_dict_file`); nothing is ever downloaded."""
     fn = model_entrypoint(name)
     sig = inspect.signature(fn)
     try:
         bound = sig.bind(**kwargs)
     except TypeError:
         bad = sorted(set(kwargs) - set(sig.parameters))
+        valid = [p for p, v in sig.parameters.items() if v.kind is not inspect.Parameter.VAR_KEYWORD]
         raise TypeError(
-            f"model {name!r} got unexpected argument(s) {', '.join(bad) or kwargs}; valid: {', '.join(sig.parameters)}"
+            f"model {name!r} got unexpected argument(s) {', '.join(bad) or kwargs}; valid: {', '.join(valid)}"
         ) from None
     bound.apply_defaults()
-    model = fn(**bound.arguments)
-    model.cnnlab_spec = {"name": name, "kwargs": {k: _jsonable(v) for k, v in bound.arguments.items()}}
+    arguments = dict(bound.arguments)
+    for p, v in sig.parameters.items():  # a factory's **kwargs: record them flat
+        if v.kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(arguments.pop(p, {}))
+    model = fn(**arguments)
+    model.cnnlab_spec = {"name": name, "kwargs": {k: _jsonable(v) for k, v in arguments.items()}}
+    if weights is not None:
+        from cnnlab.models.weights import load_state_dict_file
+
+        load_state_dict_file(model, weights)
     return model
 
 

@@ -1,0 +1,83 @@
+"""The torchvision model zoo by name: ``tv:resnet18``, ``tv:vgg16``, ... (every classification model
+of the installed torchvision), built with ``weights=None``: nothing is downloaded. Pretrained weights
+come from a local file (``create_model("tv:resnet18", weights="resnet18.safetensors")``).
+
+torchvision's models keep their own structure (``fc``, ``classifier``, ``heads``, ...) so that their
+state dicts load unchanged; :data:`HEADS` names each family's classification head.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch.nn as nn
+
+__all__ = ["zoo_names", "zoo_entrypoint", "zoo_info", "head_name"]
+
+# the attribute holding the final classifier, per architecture family (the longest matching prefix wins)
+HEADS = {"resnet": "fc", "resnext": "fc", "wide_resnet": "fc", "regnet": "fc", "googlenet": "fc",
+         "inception": "fc", "shufflenet": "fc", "alexnet": "classifier", "vgg": "classifier",
+         "densenet": "classifier", "mobilenet": "classifier", "mnasnet": "classifier",
+         "efficientnet": "classifier", "convnext": "classifier", "squeezenet": "classifier",
+         "maxvit": "classifier", "swin": "head", "vit": "heads"}
+
+
+@functools.lru_cache(maxsize=1)
+def zoo_names() -> tuple[str, ...]:
+    """Every classification model of the installed torchvision (``torchvision.models.list_models``)."""
+    import torchvision.models as tvm
+
+    return tuple(sorted(tvm.list_models(module=tvm)))
+
+
+def _check(arch: str) -> None:
+    if arch not in zoo_names():
+        from cnnlab.models.registry import UnknownModelError
+
+        raise UnknownModelError(f"unknown torchvision model {arch!r}; valid: {', '.join(zoo_names())}")
+
+
+def head_name(arch: str) -> str:
+    """The attribute of the torchvision model that holds its classification head."""
+    _check(arch)
+    return HEADS[max((p for p in HEADS if arch.startswith(p)), key=len)]
+
+
+def zoo_entrypoint(arch: str) -> Callable[..., nn.Module]:
+    """A factory ``(num_classes=1000, **torchvision_kwargs) -> nn.Module`` for torchvision's ``arch``."""
+    _check(arch)
+
+    def factory(num_classes: int = 1000, **kwargs) -> nn.Module:
+        import torchvision.models as tvm
+
+        if arch in ("googlenet", "inception_v3"):
+            kwargs.setdefault("init_weights", True)  # silences torchvision's "will change" warning
+        try:
+            return tvm.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+        except TypeError as e:
+            if "unexpected keyword argument" not in str(e):
+                raise
+            raise TypeError(f"model 'tv:{arch}' got an unexpected argument: {e}") from None
+
+    factory.__name__ = arch
+    factory.__doc__ = (f"torchvision's {arch} (randomly initialised; pretrained weights from a local file "
+                       f"with --weights). Head: .{head_name(arch)}")
+    return factory
+
+
+@functools.lru_cache(maxsize=None)
+def zoo_info(arch: str):
+    """Input size from torchvision's default weights' preprocessing (224 unless stated), 1000 classes."""
+    import torchvision.models as tvm
+
+    from cnnlab.models.registry import ModelInfo
+
+    _check(arch)
+    size = 224
+    try:
+        crop = tvm.get_model_weights(arch).DEFAULT.transforms().crop_size
+        size = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+    except (AttributeError, ValueError, TypeError):
+        pass
+    return ModelInfo("tv:" + arch, (3, size, size), 1000, "torchvision")

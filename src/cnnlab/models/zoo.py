@@ -68,16 +68,20 @@ def zoo_entrypoint(arch: str) -> Callable[..., nn.Module]:
 
 @functools.lru_cache(maxsize=None)
 def zoo_info(arch: str):
-    """Input size from torchvision's default weights' preprocessing (224 unless stated), 1000 classes."""
+    """Input size: the smallest crop among torchvision's published weights for ``arch`` (224 unless
+    stated; a model built with ``weights=None`` has its builder's default size, which the larger
+    crops of e.g. ViT's SWAG weights do not match), 1000 classes."""
     import torchvision.models as tvm
 
     from cnnlab.models.registry import ModelInfo
 
     _check(arch)
-    size = 224
+    crops = []
     try:
-        crop = tvm.get_model_weights(arch).DEFAULT.transforms().crop_size
-        size = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+        for w in tvm.get_model_weights(arch):
+            crop = w.transforms().crop_size
+            crops.append(int(crop[0] if isinstance(crop, (list, tuple)) else crop))
     except (AttributeError, ValueError, TypeError):
         pass
+    size = min(crops, default=224)
     return ModelInfo("tv:" + arch, (3, size, size), 1000, "torchvision")

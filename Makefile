@@ -10,12 +10,12 @@ STAMP    := $(VENV)/.cnnlab-installed
 FMNIST   := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: run test setup data clean
+.PHONY: run test setup data browser clean
 
 run: setup data
 	$(BIN)/cnnlab experiment fmnist
 
-test: setup data
+test: setup data browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: $(STAMP)
@@ -44,6 +44,21 @@ data:
 		echo "  sudo apt-get install dataset-fashion-mnist        (Debian/Ubuntu: files in $(FMNIST))"; \
 		echo "  $(BIN)/cnnlab data download                       (needs a network; into ~/.cache/cnnlab/fashion-mnist)"; \
 		echo "  export CNNLAB_DATA_DIR=/path/with/the/four/idx/files"; \
+	fi
+
+# The viz page test loads index.html in headless Chromium (Debian's chromium package), installed here
+# when missing and apt-get can be used; otherwise that one test is skipped with a reason.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		exit 0; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Debian's chromium (headless browser for the viz page test)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		echo "Installing Debian's chromium (headless browser for the viz page test)"; \
+		sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium not found: the viz page browser test will be skipped (sudo apt-get install chromium)"; \
 	fi
 
 clean:

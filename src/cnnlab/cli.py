@@ -147,6 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for each conv, the parameters of a dense layer with the same input and output sizes")
     p.add_argument("--all", action="store_true", help="also rows for view/permute/... operations")
 
+    p = sub.add_parser("viz", help="see inside a trained run: filters, feature maps, Grad-CAM, occlusion, ...",
+                       description="Run visualisation methods on a run's model and write PNG files and one offline "
+                                   "index.html (default RUN/viz).")
+    p.add_argument("run")
+    p.add_argument("--methods", default="all",
+                   help="all, or a comma list of filters, feature-maps, maximize, gradcam, occlusion, saliency, mistakes")
+    p.add_argument("--layer", help="the conv layer for Grad-CAM and maximisation (default: the last conv layer)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--images", type=_positive_int, default=8, help="the first N test images (8)")
+    g.add_argument("--image", nargs="+", metavar="FILE", help="image files instead of test images")
+    p.add_argument("--target", type=_non_negative_int, help="class to explain (default: each image's prediction)")
+    p.add_argument("--out", help="output folder (default RUN/viz)")
+    p.add_argument("--faithfulness", action="store_true",
+                   help="deletion/insertion curves per attribution method; prints the table")
+    p.add_argument("--data-dir")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("rf", help="receptive fields layer by layer, and the input region one unit sees",
                        description="The receptive field (size, jump, start; input pixel centres at 0.5) of every "
                                    "layer, and with --layer/--unit the input region one output unit sees.")
@@ -351,6 +368,24 @@ def _cmd_summary(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_viz(a: argparse.Namespace) -> int:
+    from cnnlab.viz.report import visualize_run
+
+    result = visualize_run(a.run, a.out, a.methods, a.layer, a.images, a.image, a.target, a.data_dir,
+                           a.faithfulness, log=(lambda s: None) if a.json else print)
+    if a.json:
+        print(json.dumps(result))
+        return 0
+    if "faithfulness" in result:
+        print("\nfaithfulness (deletion: lower is better; insertion: higher is better)")
+        w = max(len(k) for k in result["faithfulness"])
+        print(f"{'method':<{w}}  deletion AUC  insertion AUC")
+        for k, v in result["faithfulness"].items():
+            print(f"{k:<{w}}  {v['deletion_auc']:12.3f}  {v['insertion_auc']:13.3f}")
+    print(f"open {result['index']}")
+    return 0
+
+
 def _cmd_rf(a: argparse.Namespace) -> int:
     from cnnlab.analysis import unit_region
     from cnnlab.analysis.summary import summarize
@@ -536,13 +571,14 @@ def _cmd_conv(a: argparse.Namespace) -> int:
 
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "models": _cmd_models,
              "experiment": _cmd_experiment, "data": _cmd_data, "conv": _cmd_conv, "summary": _cmd_summary,
-             "rf": _cmd_rf}
+             "rf": _cmd_rf, "viz": _cmd_viz}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from cnnlab.data import DataNotFoundError, DatasetError, IDXError
     from cnnlab.analysis import ShapeError
     from cnnlab.models import UnknownModelError, WeightsError
+    from cnnlab.viz import VizError
     from cnnlab.predict import ImageReadError
     from cnnlab.train import (CheckpointError, ConfigError, RunError, TrainingDivergedError,
                               TrainingInterrupted)
@@ -551,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except (ConfigError, UnknownModelError, DatasetError, DataNotFoundError, IDXError, RunError,
-            CheckpointError, ImageReadError, _BadInput, ShapeError, WeightsError) as e:
+            CheckpointError, ImageReadError, _BadInput, ShapeError, WeightsError, VizError) as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TypeError as e:  # a bad --model-arg

@@ -1,0 +1,13 @@
+"""Seeing inside a CNN: Grad-CAM, occlusion, saliency, integrated gradients, maximal filter response
+(built so far); filters, feature maps, faithfulness curves and the HTML page come next. Captum does
+what it does well; cnnlab writes by hand only what captum lacks (Grad-CAM++)."""
+
+from cnnlab.viz._state import VizError, untouched
+from cnnlab.viz.attribution import (GRAD_CAM_VARIANTS, default_patch_sizes, grad_cam, integrated_gradients,
+                                    normalize_maps, occlusion, saliency, targets_for)
+from cnnlab.viz.layers import conv_layer, conv_layers, layer
+from cnnlab.viz.maximize import Maximized, maximize_activation
+
+__all__ = ["GRAD_CAM_VARIANTS", "Maximized", "VizError", "conv_layer", "conv_layers", "default_patch_sizes",
+           "grad_cam", "integrated_gradients", "layer", "maximize_activation", "normalize_maps", "occlusion",
+           "saliency", "targets_for", "untouched"]

@@ -1,0 +1,214 @@
+"""Where a CNN looks: Grad-CAM (and Grad-CAM++, guided Grad-CAM), occlusion, saliency and integrated
+gradients for a batch of images.
+
+Captum does Grad-CAM (``LayerGradCam``), guided Grad-CAM, occlusion, saliency and integrated gradients;
+cnnlab wraps them with one face (maps of shape (N, H, W) at the input's resolution, targets checked)
+and writes by hand only Grad-CAM++, which captum lacks. Every function leaves the model as it found it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cnnlab.viz._state import VizError, untouched
+from cnnlab.viz.layers import conv_layer
+
+__all__ = ["targets_for", "grad_cam", "grad_cam_module", "occlusion", "saliency", "integrated_gradients", "normalize_maps",
+           "default_patch_sizes", "GRAD_CAM_VARIANTS"]
+
+GRAD_CAM_VARIANTS = ("gradcam", "gradcam++", "guided")
+
+
+@contextmanager
+def _quiet_captum() -> Iterator[None]:
+    """Captum warns that it set ``requires_grad`` on the input and hooks on ReLUs: both are undone
+    when it returns, so the warnings say nothing to a user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+        warnings.filterwarnings("ignore", message=".*Setting backward hooks on ReLU.*")
+        yield
+
+
+def targets_for(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] | None) -> torch.Tensor:
+    """One class index per image: ``None`` = the predicted class; an int or a sequence, range-checked."""
+    with torch.no_grad(), untouched(model):
+        logits = model(images)
+    n, classes = logits.shape[0], logits.shape[1]
+    if target is None:
+        return logits.argmax(1)
+    t = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise VizError(f"got {t.numel()} targets for {n} images; give one, or one per image")
+    bad = [int(v) for v in t if not 0 <= int(v) < classes]
+    if bad:
+        raise VizError(f"target class {bad[0]} is out of range; the model has {classes} classes (0-{classes - 1})")
+    return t.to(logits.device).clone()
+
+
+def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Each (H, W) map scaled to [0, 1] by its maximum (all-zero maps stay zero)."""
+    peak = maps.flatten(1).amax(1).clamp_min(1e-12).view(-1, *([1] * (maps.dim() - 1)))
+    return maps / peak
+
+
+def grad_cam(model: nn.Module, images: torch.Tensor, target=None, layer: str | None = None,
+             variant: str = "gradcam", upsample: bool = True) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al., ICCV 2017): ReLU of the conv layer's activations weighted by the
+    spatially averaged gradients of the target class score; (N, H, W), non-negative.
+
+    ``layer``: a conv layer name (default: the last conv layer). Its *activations* are its rectified
+    feature maps, as in the paper (whose ``conv5_3`` maps are taken after the ReLU): the output of the
+    activation function that follows the conv (after its BatchNorm, if any; for a residual block, after
+    the addition). Where no activation follows before anything else that changes the maps (the next
+    conv, a pool, a linear layer), or the activation module is shared by several calls, the conv's own
+    output is used. See :func:`grad_cam_module`.
+
+    ``variant``: ``gradcam`` (captum's ``LayerGradCam``), ``gradcam++`` (Chattopadhay et al., WACV 2018;
+    written here, captum lacks it; its closed form assumes non-negative activations) or ``guided``
+    (captum's ``GuidedGradCam``: Grad-CAM times guided backpropagation, at input resolution).
+    """
+    from captum.attr import GuidedGradCam, LayerAttribution, LayerGradCam
+
+    if variant not in GRAD_CAM_VARIANTS:
+        raise VizError(f"variant must be one of {', '.join(GRAD_CAM_VARIANTS)}; got {variant!r}")
+    name, conv = conv_layer(model, layer)
+    targets = targets_for(model, images, target)
+    images = images.detach()
+    maps = grad_cam_module(model, name, images[:1])
+    with untouched(model), _quiet_captum():
+        if variant == "guided":
+            attr = GuidedGradCam(model, maps).attribute(images, target=targets)
+            return attr.abs().amax(1).detach()
+        if variant == "gradcam":
+            cam = LayerGradCam(model, maps).attribute(images, target=targets, relu_attributions=True)
+        else:
+            cam = _grad_cam_plus_plus(model, maps, images, targets)
+        if upsample:
+            cam = LayerAttribution.interpolate(cam, tuple(images.shape[-2:]), interpolate_mode="bilinear")
+    return cam[:, 0].clamp_min(0).detach()
+
+
+# Modules that may sit between a conv and its activation without changing what the maps mean.
+_ELEMENTWISE = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.Dropout, nn.Dropout2d, nn.Identity)
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
+                nn.Hardswish)
+
+
+def grad_cam_module(model: nn.Module, layer: str | None, example: torch.Tensor) -> nn.Module:
+    """The module whose output Grad-CAM uses as conv layer ``layer``'s activation maps.
+
+    One forward pass of ``example`` (a batch, e.g. one image) records the order in which the model's
+    leaf modules run. After the conv, BatchNorm/GroupNorm, dropout and identity modules may run; the first
+    activation function (ReLU and kin) after them is the answer if it runs once and its output has the
+    conv output's shape (a residual addition in between is fine). Anything else first -- another conv, a
+    pool, a linear layer -- or a shared activation module: the conv itself.
+    """
+    _, conv = conv_layer(model, layer)
+    calls: list[tuple[nn.Module, tuple]] = []
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+
+    def record(m, i, o):
+        calls.append((m, tuple(o.shape) if isinstance(o, torch.Tensor) else ()))
+
+    with untouched(model), torch.no_grad():
+        handles = [m.register_forward_hook(record) for m in leaves]
+        try:
+            model(example.detach())
+        finally:
+            for h in handles:
+                h.remove()
+    seen = [i for i, (m, _) in enumerate(calls) if m is conv]
+    if len(seen) != 1:
+        return conv
+    shape = calls[seen[0]][1]
+    for m, out_shape in calls[seen[0] + 1:]:
+        if isinstance(m, _ACTIVATIONS):
+            once = sum(1 for c, _ in calls if c is m) == 1
+            return m if once and out_shape == shape else conv
+        if not isinstance(m, _ELEMENTWISE):
+            return conv
+    return conv
+
+
+def _grad_cam_plus_plus(model, conv, images, targets) -> torch.Tensor:
+    """Grad-CAM++ with the usual closed form for an exponential score: per pixel
+    ``alpha = g^2 / (2 g^2 + sum(A) g^3)``, channel weight ``sum(alpha * relu(g))``."""
+    store = {}
+    handle = conv.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    try:
+        with torch.enable_grad():
+            x = images.detach().requires_grad_(True)
+            scores = model(x).gather(1, targets.view(-1, 1)).sum()
+            (g,) = torch.autograd.grad(scores, store["a"])
+    finally:
+        handle.remove()
+    a = store["a"].detach()
+    g2, g3 = g.pow(2), g.pow(3)
+    denom = 2 * g2 + a.sum((2, 3), keepdim=True) * g3
+    alpha = torch.where(g != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g))
+    weights = (alpha * F.relu(g)).sum((2, 3), keepdim=True)
+    return F.relu((weights * a).sum(1, keepdim=True))
+
+
+def default_patch_sizes(size: int) -> tuple[int, ...]:
+    """Three patch sizes for an image side: about 1/7, 1/4 and 1/2 of it (28 -> 4, 7, 14; the lecture's
+    10-90 px on 224 spans 1/22 to 2/5)."""
+    return tuple(sorted({max(2, round(size / 7)), max(2, round(size / 4)), max(2, round(size / 2))}))
+
+
+def occlusion(model: nn.Module, images: torch.Tensor, target=None, patch_sizes: Sequence[int] | None = None,
+              stride: int | None = None, baseline: float = 0.0) -> dict[int, torch.Tensor]:
+    """Occlusion sensitivity (Zeiler & Fergus, 2014) with captum's ``Occlusion``: a ``p x p`` patch of
+    ``baseline`` (0 = the dataset mean in normalised inputs) slides over the image (stride default
+    ``p // 2``); each pixel gets the mean drop of the target class probability over the patches that
+    covered it. Returns ``{patch size: (N, H, W)}``."""
+    from captum.attr import Occlusion
+
+    h, w = images.shape[-2:]
+    sizes = tuple(patch_sizes) if patch_sizes else default_patch_sizes(min(h, w))
+    bad = [p for p in sizes if not (isinstance(p, int) and 1 <= p <= min(h, w))]
+    if bad:
+        raise VizError(f"patch size {bad[0]!r} must be an integer from 1 to the image side {min(h, w)}")
+    targets = targets_for(model, images, target)
+    c = images.shape[1]
+    out = {}
+    with untouched(model), torch.no_grad():
+        occ = Occlusion(lambda x: F.softmax(model(x), dim=1))
+        for p in sizes:
+            s = stride or max(1, p // 2)
+            attr = occ.attribute(images, sliding_window_shapes=(c, p, p), strides=(c, s, s), baselines=baseline,
+                                 target=targets, perturbations_per_eval=256)
+            out[p] = attr.mean(1).detach()
+    return out
+
+
+def saliency(model: nn.Module, images: torch.Tensor, target=None) -> torch.Tensor:
+    """Saliency (Simonyan et al., 2014) with captum's ``Saliency``: |d score / d input|, max over channels;
+    (N, H, W)."""
+    from captum.attr import Saliency
+
+    targets = targets_for(model, images, target)
+    with untouched(model), _quiet_captum():
+        attr = Saliency(model).attribute(images.detach(), target=targets, abs=True)
+    return attr.amax(1).detach()
+
+
+def integrated_gradients(model: nn.Module, images: torch.Tensor, target=None, steps: int = 32,
+                         baseline: float = 0.0) -> torch.Tensor:
+    """Integrated gradients (Sundararajan et al., 2017) with captum, from a ``baseline`` image;
+    |attribution| summed over channels, (N, H, W)."""
+    from captum.attr import IntegratedGradients
+
+    targets = targets_for(model, images, target)
+    with untouched(model), _quiet_captum():
+        attr = IntegratedGradients(model).attribute(images.detach(), baselines=baseline, target=targets, n_steps=steps,
+                                                    internal_batch_size=max(1, 512 // max(1, len(images))) * len(images))
+    return attr.abs().sum(1).detach()

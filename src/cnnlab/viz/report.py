@@ -1,0 +1,267 @@
+"""``cnnlab viz RUN``: every method on a trained run, as PNG files and one offline ``index.html``."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cnnlab._io import atomic_path, atomic_write_json, atomic_write_text
+from cnnlab.viz._state import VizError
+from cnnlab.viz.attribution import grad_cam, integrated_gradients, occlusion, saliency, targets_for
+from cnnlab.viz.faithfulness import deletion_insertion
+from cnnlab.viz.inside import feature_maps, filters
+from cnnlab.viz.layers import conv_layer, conv_layers
+from cnnlab.viz.maximize import maximize_activation
+
+__all__ = ["METHODS", "Figure", "visualize_run"]
+
+METHODS = ("filters", "feature-maps", "maximize", "gradcam", "occlusion", "saliency", "mistakes")
+
+
+@dataclass
+class Figure:
+    section: str
+    file: str
+    caption: str
+
+
+@dataclass
+class _Page:
+    title: str
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
+
+
+def _save_grid(path: Path, panels: Sequence[np.ndarray], titles: Sequence[str], ncols: int, *,
+               overlays: Sequence[np.ndarray] | None = None, cmap: str = "gray", suptitle: str = "",
+               cell: float = 1.6, symmetric: bool = False) -> None:
+    """Panels (H, W) or (H, W, 3) in a grid; with ``overlays``, a heat map over each (jet, alpha 0.5)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    n = len(panels)
+    ncols = max(1, min(ncols, n))
+    nrows = (n + ncols - 1) // ncols
+    fig = MplFigure(figsize=(cell * ncols, (cell + 0.3) * nrows + (0.4 if suptitle else 0)), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.set_axis_off()
+        if symmetric:
+            v = float(np.abs(panel).max()) or 1.0
+            ax.imshow(panel, cmap="bwr", vmin=-v, vmax=v, interpolation="nearest")
+        else:
+            ax.imshow(panel, cmap=cmap, interpolation="nearest")
+        if overlays is not None:
+            ax.imshow(overlays[i], cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
+        if i < len(titles) and titles[i]:
+            ax.set_title(titles[i], fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    fig.clear()
+
+
+def _display(x: torch.Tensor, mean, std) -> np.ndarray:
+    """Normalised (C, H, W) back to a [0, 1] picture, (H, W) or (H, W, 3)."""
+    img = x.detach().cpu().float() * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+    img = img.clamp(0, 1).numpy()
+    return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+
+
+def _norm01(a: torch.Tensor) -> np.ndarray:
+    a = a.detach().cpu().float()
+    peak = float(a.max())
+    return (a / peak).numpy() if peak > 0 else a.numpy()
+
+
+def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: Sequence[str] | str = "all",
+                  layer: str | None = None, n_images: int = 8, image_files: Sequence[str] | None = None,
+                  target: int | None = None, data_dir: str | None = None, faithfulness: bool = False,
+                  log: Callable[[str], None] = print) -> dict:
+    """Run the chosen methods on a run directory's model; write PNGs and ``index.html`` into ``out``
+    (default ``RUN/viz``). Returns what was written and, with ``faithfulness``, the deletion/insertion
+    table."""
+    from cnnlab.data import load_dataset
+    from cnnlab.train import load_run
+
+    methods = list(METHODS) if methods == "all" or methods == ["all"] else \
+        [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise VizError(f"unknown method {bad[0]!r}; valid: all, {', '.join(METHODS)}")
+    loaded = load_run(run_path)
+    model, info = loaded.model, loaded.data
+    model_name = loaded.run.read_json("model.json").get("name", "model")
+    classes = info.get("classes") or [str(i) for i in range(10)]
+    mean, std = info.get("mean", [0.0]), info.get("std", [1.0])
+    out = Path(out) if out is not None else loaded.run.path / "viz"
+    if not conv_layers(model):
+        raise VizError(f"{model_name} has no conv layer to look inside")
+    gc_name, _ = conv_layer(model, layer)  # checks --layer: a conv layer or a clear error
+
+    if image_files:
+        from cnnlab.predict import load_image
+
+        raw = torch.stack([load_image(p, info.get("in_channels", 1), tuple(info.get("image_size", (28, 28))))
+                           for p in image_files])
+        labels = None
+        names = [Path(p).name for p in image_files]
+        data = None
+    else:
+        if n_images < 1:
+            raise VizError(f"--images must be a positive integer; got {n_images}")
+        data = load_dataset(info.get("name", "fashion-mnist"), data_dir=data_dir, val_size=info.get("val_size", 5000),
+                            seed=info.get("split_seed", 0))
+        raw, labels = data.test_x[:n_images], data.test_y[:n_images]
+        names = [f"test #{i}" for i in range(len(raw))]
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    images = (raw.float() / 255.0 - m) / s
+    targets = targets_for(model, images, target)
+    with torch.no_grad():
+        probs = F.softmax(model(images), 1)
+    pics = [_display(x, mean, std) for x in images]
+
+    def caption(i: int) -> str:
+        t = int(targets[i])
+        truth = f", true {classes[int(labels[i])]}" if labels is not None else ""
+        return f"{names[i]}: {classes[t]} {100 * float(probs[i, t]):.0f}%{truth}"
+
+    page = _Page(f"cnnlab viz: {model_name} ({loaded.run.path.name})")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def add(section: str, file: str, text: str) -> None:
+        page.figures.append(Figure(section, file, text))
+        log(f"wrote {out / file}")
+
+    if "filters" in methods:
+        name, w = filters(model, None)
+        panels = [f[0].numpy() if f.shape[0] == 1 else f.permute(1, 2, 0).numpy() for f in w]
+        _save_grid(out / "filters.png", panels, [str(i) for i in range(len(panels))], 8, symmetric=w.shape[1] == 1,
+                   cell=0.9, suptitle=f"{name}: {len(panels)} learned kernels (blue < 0 < red)")
+        add("Filters", "filters.png", f"{model_name}, layer {name}: the first layer's kernels")
+    if "feature-maps" in methods:
+        for lname, fmap in feature_maps(model, images[0]).items():
+            file = f"feature_maps_{lname.replace('.', '_')}.png"
+            k = min(32, fmap.shape[0])
+            _save_grid(out / file, [fmap[c].numpy() for c in range(k)], [str(c) for c in range(k)], 8, cmap="viridis",
+                       cell=1.0, suptitle=f"{lname}: {k} of {fmap.shape[0]} feature maps for {caption(0)}")
+            add("Feature maps", file, f"{model_name}, layer {lname}, {caption(0)}")
+    if "maximize" in methods:
+        lname = layer or list(conv_layers(model))[-1]
+        k = min(16, conv_layers(model)[lname].out_channels)
+        res = maximize_activation(model, lname, list(range(k)), tuple(images.shape[1:]))
+        titles = [f"ch {c}: x{float(g):.0f}" if np.isfinite(float(g)) else f"ch {c}: from <=0"
+                  for c, g in zip(res.channels, res.gain)]
+        _save_grid(out / "maximize.png", [_display(x, mean, std) for x in res.images], titles, 8,
+                   suptitle=f"{lname}: inputs that maximise each channel (gain over the starting noise)")
+        add("Maximal filter response", "maximize.png",
+            f"{model_name}, layer {lname}: median gain x{float(res.gain.median()):.0f} over the starting noise")
+    attributions: dict[str, torch.Tensor] = {}
+    if "gradcam" in methods:
+        for variant in ("gradcam", "gradcam++"):
+            maps = grad_cam(model, images, targets, gc_name, variant=variant)
+            attributions[variant] = maps
+            file = "gradcam.png" if variant == "gradcam" else "gradcam_plus_plus.png"
+            _save_grid(out / file, pics, [caption(i) for i in range(len(pics))], 4,
+                       overlays=[_norm01(a) for a in maps], cell=2.0, suptitle=f"{variant}, layer {gc_name}")
+            add("Grad-CAM", file, f"{model_name}, {variant} at layer {gc_name}, target: "
+                + ("predicted class" if target is None else classes[target]))
+    if "occlusion" in methods:
+        occ = occlusion(model, images, targets, baseline=float((0 - mean[0]) / std[0]))
+        panels, overlays, titles = [], [], []
+        for i in range(len(pics)):
+            for p, maps in occ.items():
+                panels.append(pics[i])
+                overlays.append(_norm01(maps[i].clamp_min(0)))
+                titles.append(f"{p}x{p}: {caption(i)}" if p == min(occ) else f"{p}x{p}")
+        attributions["occlusion"] = occ[sorted(occ)[len(occ) // 2]].clamp_min(0)
+        _save_grid(out / "occlusion.png", panels, titles, len(occ), overlays=overlays, cell=2.0,
+                   suptitle="occlusion: drop of the target probability, per patch size")
+        add("Occlusion", "occlusion.png", f"{model_name}, patches {', '.join(map(str, occ))} px, black patch")
+    if "saliency" in methods:
+        attributions["saliency"] = saliency(model, images, targets)
+        attributions["integrated gradients"] = integrated_gradients(model, images, targets,
+                                                                    baseline=float((0 - mean[0]) / std[0]))
+        for key, file in (("saliency", "saliency.png"), ("integrated gradients", "integrated_gradients.png")):
+            _save_grid(out / file, pics, [caption(i) for i in range(len(pics))], 4,
+                       overlays=[_norm01(a) for a in attributions[key]], cell=2.0, suptitle=key)
+            add("Saliency", file, f"{model_name}, {key}")
+    if "mistakes" in methods and data is not None:
+        _mistakes(model, data, classes, mean, std, out, add, model_name)
+        conf = loaded.run.path / "confusion.png"
+        if conf.is_file():
+            (out / "confusion.png").write_bytes(conf.read_bytes())
+            add("Mistakes", "confusion.png", f"{model_name}: confusion matrix on the test set")
+    result = {"out": str(out), "figures": [f.__dict__ for f in page.figures]}
+    if faithfulness:
+        if not attributions:
+            raise VizError("--faithfulness needs an attribution method: gradcam, occlusion or saliency")
+        gen = torch.Generator().manual_seed(0)
+        attributions["random (reference)"] = torch.rand(images.shape[0], *images.shape[2:], generator=gen)
+        rows = {}
+        for key, maps in attributions.items():
+            r = deletion_insertion(model, images, maps, targets, baseline=float((0 - mean[0]) / std[0]))
+            rows[key] = {"deletion_auc": r["deletion_auc"], "insertion_auc": r["insertion_auc"]}
+        result["faithfulness"] = rows
+        atomic_write_json(out / "faithfulness.json", rows)
+        page.tables.append(("Faithfulness: deletion (lower is better) and insertion (higher is better) areas",
+                            ["method", "deletion AUC", "insertion AUC"],
+                            [[k, f"{v['deletion_auc']:.3f}", f"{v['insertion_auc']:.3f}"] for k, v in rows.items()]))
+    atomic_write_text(out / "index.html", _html(page))
+    atomic_write_json(out / "viz.json", result)
+    result["index"] = str(out / "index.html")
+    return result
+
+
+def _mistakes(model, data, classes, mean, std, out: Path, add, model_name: str, k: int = 16) -> None:
+    """The test images the model gets wrong with the highest confidence."""
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        probs = torch.cat([F.softmax(model((data.test_x[i:i + 1000].float() / 255.0 - m) / s), 1)
+                           for i in range(0, len(data.test_x), 1000)])
+    conf, pred = probs.max(1)
+    wrong = (pred != data.test_y).nonzero().flatten()
+    if not len(wrong):
+        return
+    top = wrong[conf[wrong].argsort(descending=True)[:k]]
+    pics = [_display((data.test_x[i].float() / 255.0 - m[0]) / s[0], mean, std) for i in top]
+    titles = [f"{classes[int(pred[i])]} {100 * float(conf[i]):.0f}%\n(true {classes[int(data.test_y[i])]})"
+              for i in top]
+    _save_grid(out / "mistakes.png", pics, titles, 8, cell=1.5,
+               suptitle=f"the {len(top)} most confident mistakes of {len(wrong)} on the test set")
+    add("Mistakes", "mistakes.png", f"{model_name}: most confident mistakes ({len(wrong)} of {len(data.test_x)} wrong)")
+
+
+def _html(page: _Page) -> str:
+    """One self-contained page: inline CSS, relative image paths, no remote scripts or fonts. The inline
+    script marks on ``<body>`` how many images loaded (used by the headless-browser test)."""
+    e = html.escape
+    parts = [f"<h1>{e(page.title)}</h1>"]
+    section = None
+    for f in page.figures:
+        if f.section != section:
+            section = f.section
+            parts.append(f"<h2>{e(section)}</h2>")
+        parts.append(f'<figure><img src="{e(f.file)}" alt="{e(f.caption)}"><figcaption>{e(f.caption)}</figcaption></figure>')
+    for title, head, rows in page.tables:
+        parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
+                     + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+    script = ("window.addEventListener('load',function(){var i=document.images,ok=0;"
+              "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)ok++;}"
+              "document.body.setAttribute('data-images',i.length);document.body.setAttribute('data-loaded',ok);});")
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + e(page.title) + "</title>"
+            "<style>body{font-family:sans-serif;margin:1.5em;max-width:1100px}figure{margin:1em 0}"
+            "img{max-width:100%;border:1px solid #ddd}figcaption{color:#444;font-size:90%}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            "</style></head><body>" + "".join(parts) + f"<script>{script}</script></body></html>\n")

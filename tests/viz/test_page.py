@@ -1,0 +1,110 @@
+"""`cnnlab viz RUN`: every method on a trained run, PNGs and an offline index.html that a real browser
+loads without errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.train import TrainConfig, fit
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, fake_fmnist_dir) -> Path:
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("viz-run") / "cnn"
+    cfg = TrainConfig(model="fmnist-cnn", epochs=1, batch_size=64, subset=512, val_size=100, device="cpu",
+                      data_dir=str(fake_fmnist_dir), precision="fp32", augment=False)
+    fit(cfg, out, progress=False, log=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def page(run_dir, fake_fmnist_dir) -> Path:
+    torch.set_num_threads(1)
+    code = main(["viz", str(run_dir), "--images", "4", "--faithfulness", "--data-dir", str(fake_fmnist_dir), "--json"])
+    assert code == 0
+    return run_dir / "viz"
+
+
+EXPECTED = ["filters.png", "feature_maps_features_block1_conv1.png", "feature_maps_features_block2_conv2.png",
+            "maximize.png", "gradcam.png", "gradcam_plus_plus.png", "occlusion.png", "saliency.png",
+            "integrated_gradients.png", "mistakes.png", "confusion.png", "index.html", "faithfulness.json"]
+
+
+def test_every_method_writes_its_picture(page):
+    for name in EXPECTED:
+        assert (page / name).is_file(), name
+    for png in page.glob("*.png"):
+        with Image.open(png) as im:
+            im.verify()
+    assert not list(page.glob(".*.tmp"))
+
+
+def test_the_page_links_every_picture_with_a_caption_and_nothing_remote(page):
+    text = (page / "index.html").read_text()
+    srcs = re.findall(r'<img src="([^"]+)"', text)
+    assert set(srcs) == {p.name for p in page.glob("*.png")}
+    assert text.count("<figcaption>") == len(srcs)
+    assert "fmnist-cnn" in text and "%" in text  # captions name the model and probabilities
+    assert not re.search(r'(src|href)="(https?:)?//', text)  # offline: no remote scripts, fonts or images
+    assert "deletion AUC" in text
+
+
+def test_faithfulness_table(page, run_dir, fake_fmnist_dir, capsys):
+    rows = json.loads((page / "faithfulness.json").read_text())
+    assert {"gradcam", "occlusion", "saliency", "integrated gradients", "random (reference)"} <= set(rows)
+    assert all(0 <= v["deletion_auc"] <= 1 and 0 <= v["insertion_auc"] <= 1 for v in rows.values())
+    code = main(["viz", str(run_dir), "--methods", "gradcam", "--images", "2", "--faithfulness",
+                 "--data-dir", str(fake_fmnist_dir), "--out", "small"])
+    out = capsys.readouterr().out
+    assert code == 0 and "deletion AUC" in out and "gradcam" in out and "random (reference)" in out
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make test installs Debian's chromium)")
+def test_headless_chromium_loads_every_image_without_console_errors(page):
+    proc = subprocess.run(
+        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+         "--virtual-time-budget=5000", "--enable-logging=stderr", "--v=0", "--dump-dom",
+         (page / "index.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    body = re.search(r"<body[^>]*>", proc.stdout)
+    assert body, proc.stderr[-2000:]
+    images = int(re.search(r'data-images="(\d+)"', body.group(0)).group(1))
+    loaded = int(re.search(r'data-loaded="(\d+)"', body.group(0)).group(1))
+    assert images == len(list(page.glob("*.png"))) and loaded == images
+    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert not console, console
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--layer", "classifier.fc1"], ["not a conv layer", "features.block1.conv1"]),
+    (["--target", "10", "--methods", "gradcam"], ["target class 10", "0-9"]),
+    (["--methods", "gradcam,dreams"], ["unknown method 'dreams'", "occlusion"]),
+])
+def test_bad_input_is_one_line_and_exit_2(run_dir, fake_fmnist_dir, capsys, argv, needles):
+    code = main(["viz", str(run_dir), "--images", "2", "--data-dir", str(fake_fmnist_dir), "--out", "bad", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    for n in needles:
+        assert n in err[0]
+
+
+def test_not_an_image_and_no_weights(run_dir, tmp_path, capsys):
+    (tmp_path / "x.png").write_text("not an image")
+    assert main(["viz", str(run_dir), "--image", str(tmp_path / "x.png"), "--out", "bad"]) == 2
+    assert "not a readable image" in capsys.readouterr().err
+    empty = tmp_path / "run"
+    shutil.copytree(run_dir, empty, ignore=shutil.ignore_patterns("model.safetensors", "viz", "checkpoint"))
+    assert main(["viz", str(empty)]) == 2
+    assert "no final weights" in capsys.readouterr().err

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from cnnlab.viz._state import VizError, untouched
 from cnnlab.viz.layers import conv_layer
 
-__all__ = ["targets_for", "grad_cam", "grad_cam_module", "occlusion", "saliency", "integrated_gradients", "normalize_maps",
-           "default_patch_sizes", "GRAD_CAM_VARIANTS"]
+__all__ = ["targets_for", "grad_cam", "grad_cam_module", "occlusion", "saliency", "integrated_gradients",
+           "normalize_maps", "default_patch_sizes", "GRAD_CAM_VARIANTS"]
 
 GRAD_CAM_VARIANTS = ("gradcam", "gradcam++", "guided")
 

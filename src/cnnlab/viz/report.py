@@ -159,11 +159,12 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
     if "maximize" in methods:
         lname = layer or list(conv_layers(model))[-1]
         k = min(16, conv_layers(model)[lname].out_channels)
-        res = maximize_activation(model, lname, list(range(k)), tuple(images.shape[1:]))
-        titles = [f"ch {c}: x{float(g):.0f}" if np.isfinite(float(g)) else f"ch {c}: from <=0"
+        valid = (min((0 - mu) / sd for mu, sd in zip(mean, std)), max((1 - mu) / sd for mu, sd in zip(mean, std)))
+        res = maximize_activation(model, lname, list(range(k)), tuple(images.shape[1:]), input_range=valid)
+        titles = [f"ch {c}: x{float(g):.0f}" if np.isfinite(float(g)) else f"ch {c}: noise-silent"
                   for c, g in zip(res.channels, res.gain)]
         _save_grid(out / "maximize.png", [_display(x, mean, std) for x in res.images], titles, 8,
-                   suptitle=f"{lname}: inputs that maximise each channel (gain over the starting noise)")
+                   suptitle=f"{lname}: inputs that maximise each channel (gain: rise / the starting noise's effect)")
         add("Maximal filter response", "maximize.png",
             f"{model_name}, layer {lname}: median gain x{float(res.gain.median()):.0f} over the starting noise")
     attributions: dict[str, torch.Tensor] = {}

@@ -4,7 +4,9 @@ Fashion-MNIST where installed."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -60,6 +62,25 @@ def real_fmnist_dir() -> Path:
     if not (REAL_FMNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST not installed in {REAL_FMNIST} (make test installs it)")
     return REAL_FMNIST
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """One intra-op thread, restored afterwards: on a busy 2-core machine two threads waiting on each
+    other make small forward passes 10-100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """:func:`one_thread` around a test (``pytestmark = pytest.mark.usefixtures("single_thread")``)."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -16,14 +16,7 @@ from cnnlab.analysis import AxisField, summarize, unit_region
 from cnnlab.models import BasicBlock, InceptionModule, create_model, model_info
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine, two threads waiting on each other make these small
-    models up to 100 times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _fields(model: nn.Module, size) -> dict[str, dict | None]:

@@ -30,14 +30,7 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 _cache: dict = {}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine, two threads waiting on each other make these small
-    forward passes many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _built(name: str, size=None) -> tuple[nn.Module, Summary]:

@@ -14,14 +14,7 @@ from cnnlab.cli import main
 from cnnlab.models import count_parameters, create_model, list_models
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine, two threads waiting on each other make these small
-    forward passes many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _run(capsys, *argv):

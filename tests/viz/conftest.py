@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tests.conftest import one_thread
+
 SIZE = 28
 OBJECT = 8  # the object's side, pixels
 REGION_ROWS, REGION_COLS = (4, 14), (14, 24)  # the known region the object always lies in
@@ -103,19 +105,13 @@ class KnownAnswer:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """A busy 2-core machine makes 2-thread small ops 10-100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(single_thread):
+    """Every viz test on one thread (a conftest cannot set ``pytestmark``)."""
 
 
 @pytest.fixture(scope="session")
 def known_answer() -> KnownAnswer:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         torch.manual_seed(0)
         gen = torch.Generator().manual_seed(0)
         model = SmallCNN()
@@ -136,8 +132,6 @@ def known_answer() -> KnownAnswer:
         keep &= torch.cumsum(keep.long(), 0) <= 96
         mask = F.max_pool2d(box.float()[:, None], 2 * MARGIN + 1, 1, MARGIN)[:, 0].bool()
         return KnownAnswer(model, x[keep], y[keep], box[keep], mask[keep], float(right.float().mean()), seconds)
-    finally:
-        torch.set_num_threads(before)
 
 
 class Snapshot:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.train import TrainConfig, fit
+from tests.conftest import one_thread
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -31,8 +32,9 @@ def run_dir(tmp_path_factory, fake_fmnist_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def page(run_dir, fake_fmnist_dir) -> Path:
-    torch.set_num_threads(1)
-    code = main(["viz", str(run_dir), "--images", "4", "--faithfulness", "--data-dir", str(fake_fmnist_dir), "--json"])
+    with one_thread():
+        code = main(["viz", str(run_dir), "--images", "4", "--faithfulness", "--data-dir", str(fake_fmnist_dir),
+                     "--json"])
     assert code == 0
     return run_dir / "viz"
 

@@ -17,15 +17,11 @@ import torch
 import torch.nn as nn
 
 from cnnlab.layers import Dropout
-from cnnlab.models.lecture import conv3x3
+from cnnlab.models.lecture import conv3x3, image_hw
 from cnnlab.models.registry import register_model
 
 __all__ = ["BasicBlock", "GapCNN", "InceptionModule", "InceptionSmall", "ResNetSmall", "VGGSmall", "conv1x1",
            "conv_bn_relu"]
-
-
-def _hw(image_size: int | Sequence[int]) -> tuple[int, int]:
-    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
 
 
 def conv1x1(in_channels: int, out_channels: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -84,7 +80,7 @@ class VGGSmall(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        h, w = _hw(image_size)
+        h, w = image_hw(image_size)
         stages, c = OrderedDict(), in_channels
         for i, width in enumerate(widths, 1):
             stages[f"stage{i}"] = _vgg_stage(c, width)
@@ -275,7 +271,7 @@ class GapCNN(nn.Module):
         super().__init__()
         if head not in ("gap", "flatten"):
             raise ValueError(f"head must be 'gap' or 'flatten', got {head!r}")
-        h, w = _hw(image_size)
+        h, w = image_hw(image_size)
         stages, c = OrderedDict(), in_channels
         for i, width in enumerate(widths, 1):
             last = i == len(widths)

@@ -15,6 +15,11 @@ from cnnlab.ops.sizes import pool_output_size
 __all__ = ["CatsDogsCNN", "FashionCNN", "MLP", "RFDemo", "conv3x3"]
 
 
+def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``28`` or ``(28, 32)`` as ``(height, width)``."""
+    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
     """3x3 convolution with padding 1: 'same' size at stride 1 (the lecture's Keras
     ``Conv2D(..., padding='same')``), ``ceil(H / stride)`` otherwise. ``bias=False`` when BatchNorm follows."""
@@ -59,7 +64,7 @@ class FashionCNN(nn.Module):
         head_dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        h, w = image_hw(image_size)
         blocks, c = OrderedDict(), in_channels
         for i, width in enumerate(widths, 1):
             blocks[f"block{i}"] = _conv_block(c, width, dropout)
@@ -96,7 +101,7 @@ class MLP(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        h, w = image_hw(image_size)
         layers, n = OrderedDict(flatten=nn.Flatten()), in_channels * h * w
         for i, width in enumerate(hidden, 1):
             layers[f"fc{i}"] = nn.Linear(n, width)
@@ -154,7 +159,7 @@ class CatsDogsCNN(nn.Module):
         hidden: int = 512,
     ) -> None:
         super().__init__()
-        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        h, w = image_hw(image_size)
         for _ in range(3):  # three 2x2 pools, then the 3x3 stride-2 one
             h, w = h // 2, w // 2
         if h < 3 or w < 3:

@@ -12,23 +12,12 @@ from safetensors.torch import save_file
 
 from cnnlab.cli import main
 from cnnlab.models import count_parameters, create_model, list_models
+from tests.cli.helpers import run_cli as _run, one_line_error as _one_line_error
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(err: str, *needles: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln]
-    assert len(lines) == 1, err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def _exit_code(argv) -> int:

@@ -11,23 +11,13 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
+from tests.cli.helpers import run_cli as _run, one_line_error as _one_line_error
 from tests.conftest import cli_env, make_images
 
 QUICK = ["--model", "mlp", "--model-arg", "hidden=[32]", "--subset", "256", "--val-size", "100",
          "--epochs", "1", "--batch-size", "64", "--device", "cpu", "--no-progress", "--no-augment"]
 
 
-def _run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(err: str, *needles: str) -> None:
-    lines = [ln for ln in err.strip().splitlines() if ln]
-    assert len(lines) == 1, err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 @pytest.mark.parametrize("argv,needles", [

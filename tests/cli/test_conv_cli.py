@@ -9,15 +9,11 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.ops.examples import EXAMPLES
+from tests.cli.helpers import run_cli as _run
 
 INPUT = "3 3 2 1 0; 0 0 1 3 1; 3 1 2 2 3; 2 0 0 2 2; 2 0 0 0 1"
 KERNEL = "0 1 2; 2 2 0; 0 1 2"
 
-
-def _run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_prints_the_output_matrix(capsys):

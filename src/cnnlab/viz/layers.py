@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from cnnlab.viz._state import VizError
 
-__all__ = ["conv_layers", "conv_layer", "layer"]
+__all__ = ["conv_layers", "conv_layer", "layer", "activation_after"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# what may sit between a conv and its activation without changing which unit it is (conv -> BN -> ReLU)
+_PASS = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Dropout2d, nn.GroupNorm)
+_ACT = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.PReLU)
 
 
 def conv_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -17,13 +21,17 @@ def conv_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def conv_layer(model: nn.Module, name: str | None = None, default: str = "last") -> tuple[str, nn.Conv2d]:
-    """The conv layer ``name`` (default: the ``last`` or ``first`` one). A name that is not a conv layer
+    """The conv layer ``name`` (default: the ``last`` or ``first`` one; the last is taken from the model's
+    ``features`` trunk where it has one, so not a conv of the classifier head). A model whose last block is
+    multi-branch (an Inception module) has no single last conv: the default is then its last branch's
+    conv, and ``name`` is the way to choose another. A name that is not a conv layer
     raises :class:`VizError` listing the conv layers."""
     convs = conv_layers(model)
     if not convs:
         raise VizError(f"{type(model).__name__} has no Conv2d layer")
     if name is None:
-        key = list(convs)[-1 if default == "last" else 0]
+        trunk = [k for k in convs if k.startswith("features.")]  # not a head conv (gap-cnn's class maps)
+        key = (trunk or list(convs))[-1] if default == "last" else list(convs)[0]
         return key, convs[key]
     if name not in convs:
         raise VizError(f"layer {name!r} is not a conv layer; conv layers: {', '.join(convs)}")
@@ -38,3 +46,35 @@ def layer(model: nn.Module, name: str) -> nn.Module:
         raise VizError(f"unknown layer {name!r}; valid: {', '.join(valid[:40])}"
                        + (f" (+{len(valid) - 40} more)" if len(valid) > 40 else ""))
     return modules[name]
+
+
+def activation_after(model: nn.Module, name: str, example: torch.Tensor) -> str | None:
+    """The name of the activation module that takes conv ``name``'s output, directly or through BatchNorm
+    (conv -> ReLU or conv -> BN -> ReLU), found by running ``example`` through the model once in
+    ``no_grad`` with hooks that compare tensors by identity; ``None`` if no activation module does (an
+    activation called as a function, or the conv feeding an addition first). Its output is the layer's
+    activation in the Keras sense: what ``Conv2D(..., activation="relu")`` outputs."""
+    modules = dict(model.named_modules())
+    layer(model, name)
+    order: list[tuple[str, object, object]] = []
+
+    def hook(mod_name):
+        return lambda m, i, o: order.append((mod_name, i[0] if i else None, o))
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()
+               if n and (n == name or isinstance(m, _PASS + _ACT))]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    current = next((o for n, _, o in order if n == name), None)
+    for n, i, o in order:
+        if current is None:
+            break
+        if i is current and n != name:
+            if isinstance(modules[n], _ACT):
+                return n
+            current = o  # a pass-through module: follow its output
+    return None

@@ -16,7 +16,7 @@ from cnnlab.viz._state import VizError
 from cnnlab.viz.attribution import grad_cam, integrated_gradients, occlusion, saliency, targets_for
 from cnnlab.viz.faithfulness import deletion_insertion
 from cnnlab.viz.inside import feature_maps, filters
-from cnnlab.viz.layers import conv_layer, conv_layers
+from cnnlab.viz.layers import activation_after, conv_layer, conv_layers
 from cnnlab.viz.maximize import maximize_activation
 
 __all__ = ["METHODS", "Figure", "visualize_run"]
@@ -157,10 +157,14 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
                        cell=1.0, suptitle=f"{lname}: {k} of {fmap.shape[0]} feature maps for {caption(0)}")
             add("Feature maps", file, f"{model_name}, layer {lname}, {caption(0)}")
     if "maximize" in methods:
-        lname = layer or list(conv_layers(model))[-1]
+        lname = layer or gc_name
         k = min(16, conv_layers(model)[lname].out_channels)
         valid = (min((0 - mu) / sd for mu, sd in zip(mean, std)), max((1 - mu) / sd for mu, sd in zip(mean, std)))
-        res = maximize_activation(model, lname, list(range(k)), tuple(images.shape[1:]), input_range=valid)
+        # the conv's activation (its ReLU, as Keras' Conv2D(activation="relu") outputs), not the raw linear
+        # map: a linear map's spatial mean only sees the image's mean, so nothing but a flat image maximises it
+        act = activation_after(model, lname, images[:1])
+        res = maximize_activation(model, act or lname, list(range(k)), tuple(images.shape[1:]), input_range=valid)
+        lname = f"{lname} -> {act}" if act else lname
         titles = [f"ch {c}: x{float(g):.0f}" if np.isfinite(float(g)) else f"ch {c}: noise-silent"
                   for c, g in zip(res.channels, res.gain)]
         _save_grid(out / "maximize.png", [_display(x, mean, std) for x in res.images], titles, 8,

@@ -1,5 +1,17 @@
 """Layers that PyTorch lacks or that cnnlab makes faster (measured)."""
 
 from cnnlab.layers.dropout import Dropout, dropout_mask_bytes
+from cnnlab.layers.efficient import (
+    ChannelShuffle,
+    DepthwiseConv2d,
+    DepthwiseSeparableConv2d,
+    GroupedConv2d,
+    PointwiseConv2d,
+    ShuffleUnit,
+    channel_shuffle,
+)
+from cnnlab.layers.sparse import PredefinedSparseConv2d, sparse_pattern
 
-__all__ = ["Dropout", "dropout_mask_bytes"]
+__all__ = ["ChannelShuffle", "DepthwiseConv2d", "DepthwiseSeparableConv2d", "Dropout", "GroupedConv2d",
+           "PointwiseConv2d", "PredefinedSparseConv2d", "ShuffleUnit", "channel_shuffle", "dropout_mask_bytes",
+           "sparse_pattern"]

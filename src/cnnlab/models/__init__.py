@@ -2,7 +2,9 @@
 
 from cnnlab.models import lecture  # noqa: F401  (registers fmnist-cnn, mlp, catsdogs-cnn, rf-demo)
 from cnnlab.models import classic  # noqa: F401  (registers vgg-small, resnet-small, inception-small, gap-cnn)
+from cnnlab.models import compact  # noqa: F401  (registers fmnist-separable, -grouped, -shuffle, -sparse, -gap, ...)
 from cnnlab.models.classic import BasicBlock, GapCNN, InceptionModule, InceptionSmall, ResNetSmall, VGGSmall
+from cnnlab.models.compact import CompactCNN
 from cnnlab.models.lecture import MLP, CatsDogsCNN, FashionCNN, RFDemo
 from cnnlab.models.registry import (
     UnknownModelError,
@@ -25,7 +27,7 @@ def count_parameters(model, trainable_only: bool = False) -> int:
 
 
 __all__ = [
-    "BasicBlock", "CatsDogsCNN", "FashionCNN", "GapCNN", "InceptionModule", "InceptionSmall", "MLP", "RFDemo",
+    "BasicBlock", "CatsDogsCNN", "CompactCNN", "FashionCNN", "GapCNN", "InceptionModule", "InceptionSmall", "MLP", "RFDemo",
     "ResNetSmall", "VGGSmall", "ModelInfo", "UnknownModelError", "WeightsError", "ZOO_PREFIX", "build_from_spec",
     "count_parameters", "create_model", "list_models", "load_state_dict_file", "model_entrypoint", "model_info",
     "model_spec", "read_state_dict", "register_model",

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cnnlab._io import atomic_write_json, atomic_write_text
-from cnnlab.train import RunDir, TrainConfig, fit
+from cnnlab.train import TrainConfig
+from cnnlab.train.reuse import fit_or_reuse
 
 __all__ = ["FMNIST_RECIPES", "LECTURE_ACCURACY", "run_fmnist", "format_fmnist"]
 
@@ -29,21 +30,6 @@ FMNIST_RECIPES = {
 }
 
 
-def _train_or_reuse(cfg: TrainConfig, path: Path, overwrite: bool, log: Callable[[str], None],
-                    progress: bool | None) -> tuple[dict[str, Any], str]:
-    run = RunDir(path)
-    if not overwrite and run.metrics.is_file():
-        log(f"{cfg.model}: reusing the finished run in {path} (pass --overwrite to train again)")
-        return run.read_json("metrics.json"), "reused"
-    if not overwrite and run.checkpoint.is_file():
-        log(f"{cfg.model}: resuming the unfinished run in {path}")
-        return fit(resume=path, log=log, progress=progress), "resumed"
-    # a folder with a config but no checkpoint was killed before its first checkpoint: start again
-    restart = run.config.is_file()
-    log(f"{cfg.model}: training into {path} ({cfg.epochs} epochs)")
-    return fit(cfg, path, overwrite=overwrite or restart, log=log, progress=progress), "trained"
-
-
 def run_fmnist(
     out: str | Path = "runs/experiment-fmnist",
     *,
@@ -59,7 +45,7 @@ def run_fmnist(
     rows = []
     for name in models:
         cfg = replace(FMNIST_RECIPES[name], **(overrides or {}))
-        metrics, how = _train_or_reuse(cfg, out / name, overwrite, log, progress)
+        metrics, how = fit_or_reuse(cfg, out / name, overwrite=overwrite, log=log, progress=progress)
         rows.append({
             "model": name,
             "params": metrics["params"],

@@ -1,0 +1,570 @@
+"""Comparing CNN variants by measurement: parameters, MACs, measured CPU latency and test accuracy.
+
+The lecture ranks its "reduced complexity" architectures by parameters and MACs; neither is time. The
+depthwise-separable replacement of the lecture's 16 -> 32 conv has 1/7 of its MACs and ran 2.8x
+faster at batch 1 and 4.8x at batch 32 (channels-last, one thread of a busy 2-core EPYC; in
+contiguous NCHW it was not faster at all): the depthwise and pointwise halves do little work per byte
+they read. So every row carries a latency measured on this machine (median of repeated forward
+passes, the thread count stated) beside the counts.
+
+- :func:`compare_models` trains each registered model with one shared recipe (a
+  :class:`~cnnlab.train.TrainConfig`), reusing finished runs, and writes ``compare.json``,
+  ``compare.md`` and ``compare.png`` (accuracy against MACs and against latency).
+- :func:`compare_layers` is the lecture's single-layer example: a 16 -> 32 channel 3x3 conv on a
+  64x64 map (4,640 parameters) against its depthwise-separable replacement (688) and the other
+  constrained convolutions.
+- :func:`measure_latency` is the timer both use.
+
+Units: MACs are multiply-accumulates for one sample as :func:`cnnlab.analysis.summarize` counts them
+(convolutions and linear layers; biases, normalisation and activations cost none; FLOPs ~ 2 x MACs).
+Latency is milliseconds of wall time per forward pass of a whole batch, float32, on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import os
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from cnnlab._io import atomic_path, atomic_write_json, atomic_write_text
+from cnnlab.analysis.summary import summarize
+from cnnlab.models import list_models, model_entrypoint
+from cnnlab.train import RunDir, TrainConfig, load_run
+from cnnlab.train.reuse import fit_or_reuse
+from cnnlab.train.rundir import machine_info
+
+__all__ = ["CompareError", "LATENCY_BATCHES", "busy_warning", "compare_layers", "compare_models", "format_compare",
+           "format_layers", "measure_latency", "plot_compare"]
+
+#: The batch sizes every model's latency is measured at: one image (what an interactive user waits
+#: for) and a large batch (throughput, where the MACs count best predicts time).
+LATENCY_BATCHES = (1, 256)
+
+# settings that change neither the weights nor the metrics a run ends with: a finished run made with
+# other values of these is still a run of the same recipe
+_RECIPE_NEUTRAL = {"device", "data_dir", "checkpoint_interval", "eval_batch_size"}
+
+
+class CompareError(ValueError):
+    """A bad argument to a comparison; the message names the value and what would be valid."""
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CompareError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    _check_positive("--threads", threads)
+    if threads > _usable_cpus():
+        raise CompareError(f"--threads {threads} is more than the {_usable_cpus()} CPUs this process may use; "
+                           f"choose 1-{_usable_cpus()}")
+
+
+def busy_warning(threads: int | None) -> str | None:
+    """A warning when other processes keep the CPUs busy: measured with more threads than there are
+    idle CPUs, each parallel region waits for a descheduled thread and latencies jump to multiples of
+    the scheduler's time slice (measured on a 2-CPU machine at load 2.5: a 16->32 conv at batch 1 took
+    32 ms on 2 threads, 0.4 ms on 1). None when the load leaves room for ``threads``."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    n = threads or torch.get_num_threads()
+    cpus = _usable_cpus()
+    if load + n <= cpus + 0.5:
+        return None
+    advice = "measure on an idle machine" + (", or with --threads 1" if n > 1 else "")
+    return (f"the CPUs are busy (load average {load:.1f} on {cpus} CPUs): latencies on {_n(n, 'thread')} will be "
+            f"inflated and noisy; {advice}")
+
+
+# --------------------------------------------------------------------------------------------------
+# latency
+
+
+def measure_latency(
+    model: nn.Module,
+    input_size: Sequence[int],
+    batch: int = 1,
+    *,
+    repeats: int | None = None,
+    warmup: int = 3,
+    threads: int | None = None,
+    budget_s: float = 1.0,
+    max_repeats: int = 1000,
+    channels_last: bool | None = None,
+) -> dict[str, Any]:
+    """Wall time of one forward pass of ``batch`` random float32 samples of ``input_size`` (C, H, W)
+    through ``model`` on the CPU, in eval mode under ``torch.inference_mode``.
+
+    ``warmup`` untimed passes first (oneDNN builds its kernels on the first calls). Then, with
+    ``repeats`` given, exactly that many timed passes; else adaptively: at least 5, then more until
+    ``budget_s`` seconds of timed passes or ``max_repeats``, so that a fast layer gets hundreds of
+    samples and batch 256 of a slow model a handful. The median is the figure to quote (robust to a
+    neighbour's burst on a shared machine); the minimum is the best case.
+
+    ``threads``: the intra-op thread count to measure with (default: the current one).
+    ``channels_last``: input and weights in channels-last memory format, as cnnlab trains models with
+    convolutions (default: when the model has a 2D conv and the input is C, H, W). It matters: in
+    contiguous NCHW, oneDNN reorders every conv's input and output, and a 16 -> 32 1x1 conv at batch 32
+    took 38 ms against 2.6 ms in channels-last (one thread, 2-core EPYC). The model is measured on a
+    copy then, so its own tensors keep their layout. Its train/eval flags and the thread count are
+    restored afterwards.
+
+    Returns ``{"batch", "median_ms", "min_ms", "repeats", "warmup", "threads", "channels_last",
+    "input_size"}``.
+    """
+    _check_positive("batch", batch)
+    if repeats is not None:
+        _check_positive("repeats", repeats)
+    if not isinstance(warmup, int) or warmup < 0:
+        raise CompareError(f"warmup must be 0 or more passes; got {warmup!r}")
+    _check_threads(threads)
+    for p in list(model.parameters()) + list(model.buffers()):
+        if p.device.type != "cpu":
+            raise CompareError(f"measure_latency times CPU inference; the model has a tensor on {p.device}")
+        if p.is_floating_point() and p.dtype != torch.float32:
+            raise CompareError(f"measure_latency times float32 inference; the model has a {p.dtype} tensor")
+
+    x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
+    if channels_last is None:
+        channels_last = len(input_size) == 3 and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:
+        if len(input_size) != 3:
+            raise CompareError(f"channels_last needs a C, H, W input; got input_size {tuple(input_size)}")
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    modes = [(m, m.training) for m in model.modules()]
+    threads_before = torch.get_num_threads()
+    gc_was_enabled = gc.isenabled()
+    times: list[float] = []
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        model.eval()
+        gc.disable()  # a collection inside a timed pass is not the model's time
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            start = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - t0)
+                n = len(times)
+                if repeats is not None:
+                    if n >= repeats:
+                        break
+                elif n >= max_repeats or (n >= 5 and time.perf_counter() - start >= budget_s):
+                    break
+        used = torch.get_num_threads()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        torch.set_num_threads(threads_before)
+        for m, training in modes:
+            m.training = training
+    return {"batch": batch, "median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times),
+            "repeats": len(times), "warmup": warmup, "threads": used, "channels_last": bool(channels_last),
+            "input_size": list(input_size)}
+
+
+# --------------------------------------------------------------------------------------------------
+# models
+
+
+def _recipe_differences(saved: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    return [f"{k} {saved.get(k)!r} there, {want[k]!r} here" for k in want
+            if k not in _RECIPE_NEUTRAL and saved.get(k) != want[k]]
+
+
+def _check_names(names: Sequence[str]) -> list[str]:
+    if isinstance(names, str):
+        names = [names]
+    names = list(names)
+    registered = list_models()
+    if not names:
+        raise CompareError(f"give one or more models to compare; registered: {', '.join(registered)}")
+    for n in names:
+        if n not in registered:
+            raise CompareError(f"unknown model {n!r}; registered: {', '.join(registered)}")
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise CompareError(f"model {n!r} is given twice; each model is one row")
+        seen.add(n)
+    return names
+
+
+def compare_models(
+    names: Sequence[str],
+    *,
+    epochs: int | None = None,
+    subset: int | None = None,
+    out: str | os.PathLike = "runs/compare",
+    overrides: dict[str, Any] | None = None,
+    threads: int = 2,
+    overwrite: bool = False,
+    latency_repeats: int | None = None,
+    channels_last: bool | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train each registered model in ``names`` with one recipe and measure it; write
+    ``out/compare.json``, ``out/compare.md`` and ``out/compare.png``; return the comparison.
+
+    The recipe is ``TrainConfig(model=name, epochs=epochs, subset=subset, **overrides)`` for every
+    model (``epochs`` None: the TrainConfig default), trained into ``out/<name>``. A finished run there
+    made with the same recipe is reused and an unfinished one resumed; one made with another recipe is
+    an error (``overwrite`` trains it again). Every name and the recipe are checked before anything is
+    trained.
+
+    ``threads``: torch's intra-op threads for the whole call, training and latency (restored after).
+    A reused run keeps the time per epoch it was trained in; its thread count is in ``train_threads``.
+    ``channels_last``: the memory format latency is measured in (default: the one the run trained in,
+    see :func:`measure_latency`). ``latency_repeats``: timed passes per latency (default adaptive).
+
+    Each row: ``name``, ``description``, ``params`` (trainable), ``macs`` (one sample, at the size the
+    model was trained on), ``latency_ms_b1`` / ``latency_ms_b256`` (median; ``latency_min_ms_*`` the
+    best), ``latency_repeats_*``, ``threads``, ``images_per_s_b256``, ``train_seconds_per_epoch``
+    (training steps only, as ``fit`` records them; validation excluded), ``train_threads``,
+    ``test_accuracy``, ``epochs``, ``precision`` (of training; latency is always float32),
+    ``run``, ``how`` (trained, resumed or reused), and against the first model: ``params_ratio``,
+    ``macs_ratio`` and ``speedup_b256`` (its b256 latency / this one's: > 1 is faster).
+    """
+    names = _check_names(names)
+    _check_threads(threads)
+    overrides = dict(overrides or {})
+    for key in ("model", "epochs", "subset"):
+        if key in overrides:
+            raise CompareError(f"overrides may not set {key!r}; it is an argument of compare_models "
+                               "(the model is each name in turn)")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "epochs", "subset"}
+    for key in overrides:
+        if key not in fields:
+            raise CompareError(f"unknown recipe setting {key!r}; valid: {', '.join(sorted(fields))}")
+    base = TrainConfig(**overrides, subset=subset, **({} if epochs is None else {"epochs": epochs}))
+    cfgs = [replace(base, model=n).validate() for n in names]  # a bad setting fails here, for every model
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CompareError(f"--out {out}: exists and is not a directory")
+    for cfg in cfgs:  # a run of another recipe would make its row lie: refuse before training anything
+        run = RunDir(out / cfg.model)
+        if overwrite or not (run.metrics.is_file() or run.checkpoint.is_file()) or not run.config.is_file():
+            continue
+        diff = _recipe_differences(run.read_json("config.json").get("train", {}), cfg.to_dict())
+        if diff:
+            raise CompareError(f"{run.path} holds a {cfg.model} run of another recipe ({'; '.join(diff)}); "
+                               "pass --overwrite to train it again, or choose another --out")
+
+    warning = busy_warning(threads)  # before training: our own training would raise the load
+    if warning:
+        log(f"warning: {warning}")
+    threads_before = torch.get_num_threads()
+    rows: list[dict[str, Any]] = []
+    try:
+        torch.set_num_threads(threads)
+        for cfg in cfgs:
+            path = out / cfg.model
+            metrics, how = fit_or_reuse(replace(cfg), path, overwrite=overwrite, log=log, progress=progress)
+            rows.append(_measure_run(cfg.model, path, metrics, how, threads, latency_repeats, channels_last, log))
+    finally:
+        torch.set_num_threads(threads_before)
+
+    first = rows[0]
+    for r in rows:
+        r["params_ratio"] = r["params"] / first["params"] if first["params"] else None
+        r["macs_ratio"] = r["macs"] / first["macs"] if first["macs"] else None
+        r["speedup_b256"] = first["latency_ms_b256"] / r["latency_ms_b256"]
+    info = machine_info()
+    info["torch_threads"] = threads
+    info["busy_warning"] = warning
+    recipe = {k: v for k, v in cfgs[0].to_dict().items() if k != "model"}
+    result = {"rows": rows, "recipe": recipe, "threads": threads, "latency_batches": list(LATENCY_BATCHES),
+              "machine": info, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_json(out / "compare.json", result)
+    atomic_write_text(out / "compare.md", format_compare(result, markdown=True))
+    plot_compare(result, out / "compare.png")
+    log(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
+    return result
+
+
+def _measure_run(name: str, path: Path, metrics: dict[str, Any], how: str, threads: int, repeats: int | None,
+                 channels_last: bool | None, log: Callable[[str], None]) -> dict[str, Any]:
+    loaded = load_run(path)  # the saved model, rebuilt: the same for trained, resumed and reused runs
+    model = loaded.model.float()
+    size = (int(loaded.data.get("in_channels", 1)), *map(int, loaded.data.get("image_size", (28, 28))))
+    s = summarize(model, size, model_name=name)
+    config = loaded.run.read_json("config.json")
+    if channels_last is None:
+        channels_last = config.get("resolved", {}).get("channels_last")
+    lat = {b: measure_latency(model, size, b, repeats=repeats, threads=threads, channels_last=channels_last)
+           for b in LATENCY_BATCHES}
+    epochs = int(metrics["epochs"])
+    doc = (model_entrypoint(name).__doc__ or "").strip().splitlines()
+    row = {
+        "name": name,
+        "description": doc[0] if doc else "",
+        "input_size": list(size),
+        "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "macs": int(s.total_macs),
+        "threads": lat[1]["threads"],
+        "channels_last": lat[1]["channels_last"],
+    }
+    for b, m in lat.items():
+        row[f"latency_ms_b{b}"] = m["median_ms"]
+        row[f"latency_min_ms_b{b}"] = m["min_ms"]
+        row[f"latency_repeats_b{b}"] = m["repeats"]
+    big = LATENCY_BATCHES[-1]
+    row |= {
+        f"images_per_s_b{big}": 1000 * big / row[f"latency_ms_b{big}"],
+        "train_seconds_per_epoch": float(metrics["train_seconds"]) / max(epochs, 1),
+        "train_threads": config.get("machine", {}).get("torch_threads"),
+        "test_accuracy": float(metrics["test_accuracy"]),
+        "epochs": epochs,
+        "precision": metrics.get("precision"),
+        "run": str(path),
+        "how": how,
+    }
+    log(f"{name}: {row['params']:,} params, {_si(row['macs'])}MACs, latency {row['latency_ms_b1']:.2f} ms (b1) "
+        f"{row[f'latency_ms_b{big}']:.1f} ms (b{big}) on {_n(row['threads'], 'thread')}, "
+        f"test accuracy {100 * row['test_accuracy']:.2f}%")
+    return row
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:g}"
+
+
+def _table(head: list[str], body: list[list[str]], markdown: bool) -> list[str]:
+    if markdown:
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in body]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    return [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in body]
+
+
+def _ratio(v: float | None) -> str:
+    return "" if v is None else f"{v:.3g}x"
+
+
+def format_compare(result: dict[str, Any], markdown: bool = False) -> str:
+    """The comparison as a table (plain text, or markdown with ``markdown``), recipe and machine above."""
+    rows, t = result["rows"], result["threads"]
+    big = result.get("latency_batches", LATENCY_BATCHES)[-1]
+    first = rows[0]["name"]
+    head = ["model", "params", "MACs", f"ms b1 ({t} thr)", f"ms b{big} ({t} thr)", "train s/epoch", "test acc",
+            f"params vs {first}", f"MACs vs {first}", f"speed-up b{big}"]
+    body = [[r["name"], f"{r['params']:,}", _si(r["macs"]), f"{r['latency_ms_b1']:.3f}",
+             f"{r[f'latency_ms_b{big}']:.2f}", f"{r['train_seconds_per_epoch']:.3g}",
+             f"{100 * r['test_accuracy']:.2f}%", _ratio(r.get("params_ratio")), _ratio(r.get("macs_ratio")),
+             _ratio(r.get(f"speedup_b{big}"))] for r in rows]
+    rc, m = result["recipe"], result["machine"]
+    recipe = (f"{_n(rc['epochs'], 'epoch')}, {rc['dataset']}" + (f" (first {rc['subset']:,} training images)"
+              if rc.get("subset") else "") + f", batch {rc['batch_size']}, {rc['optimizer']} lr {rc['lr']:g}, "
+              f"{rc['schedule']} schedule, seed {rc['seed']}")
+    formats = sorted({"channels-last" if r.get("channels_last") else "contiguous (NCHW)" for r in rows})
+    machine = (f"{m.get('cpu')}, torch {m.get('torch')}, {_n(t, 'thread')}; latency: float32 CPU forward pass of a "
+               f"whole batch, {' / '.join(formats)}, median of repeats (ms)")
+    title = "Comparing models trained with one recipe"
+    if markdown:
+        lines = [f"# {title}", "", f"Recipe: {recipe}.", "", f"Machine: {machine}. {result.get('date', '')}", ""]
+        return "\n".join(lines + _table(head, body, True)) + "\n"
+    return "\n".join([title, f"recipe:  {recipe}", f"machine: {machine}", ""] + _table(head, body, False))
+
+
+def plot_compare(result: dict[str, Any], path: str | os.PathLike) -> None:
+    """Two scatter panels, each model a labelled point: test accuracy against MACs (log scale) and
+    against the measured latency at the large batch (log scale)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows, t = result["rows"], result["threads"]
+    big = result.get("latency_batches", LATENCY_BATCHES)[-1]
+    fig = Figure(figsize=(11, 4.4), dpi=110)
+    FigureCanvasAgg(fig)
+    acc = [100 * r["test_accuracy"] for r in rows]
+    panels = (([r["macs"] for r in rows], "MACs per image (log)", "accuracy vs MACs"),
+              ([r[f"latency_ms_b{big}"] for r in rows], f"latency at batch {big}, ms ({_n(t, 'CPU thread')}, log)",
+               "accuracy vs measured latency"))
+    for i, (xs, xlabel, title) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.scatter(xs, acc, s=36, zorder=3)
+        for x, y, r in zip(xs, acc, rows):
+            ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        if all(x > 0 for x in xs):
+            ax.set_xscale("log")
+        ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
+        ax.grid(alpha=0.3, which="both")
+        ax.margins(x=0.15, y=0.12)
+    fig.suptitle(f"{_n(len(rows), 'model')}, one recipe ({_n(result['recipe']['epochs'], 'epoch')})", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+# --------------------------------------------------------------------------------------------------
+# layers
+
+
+def _layer_candidates(cin: int, cout: int) -> list[tuple[str, str, Callable[[], nn.Module]]]:
+    from cnnlab import layers as L
+
+    return [
+        ("conv3x3", f"standard nn.Conv2d({cin}, {cout}, 3, padding=1)",
+         lambda: nn.Conv2d(cin, cout, 3, padding=1)),
+        ("depthwise-separable", f"DepthwiseSeparableConv2d({cin}, {cout}): depthwise 3x3, then pointwise 1x1 "
+         "(MobileNet)", lambda: L.DepthwiseSeparableConv2d(cin, cout)),
+        ("depthwise", f"DepthwiseConv2d({cin}) alone: one 3x3 filter per channel, no mixing ({cin} out)",
+         lambda: L.DepthwiseConv2d(cin)),
+        ("pointwise", f"PointwiseConv2d({cin}, {cout}) alone: 1x1, mixing only",
+         lambda: L.PointwiseConv2d(cin, cout)),
+        ("grouped-g2", f"GroupedConv2d({cin}, {cout}, 3, groups=2)", lambda: L.GroupedConv2d(cin, cout, 3, groups=2)),
+        ("grouped-g4", f"GroupedConv2d({cin}, {cout}, 3, groups=4)", lambda: L.GroupedConv2d(cin, cout, 3, groups=4)),
+        ("shuffle-unit", f"PointwiseConv2d({cin}, {cout}) + ShuffleUnit({cout}, {cout}, groups=4) (ShuffleNet v1; "
+         "its residual needs in == out, hence the 1x1 first)",
+         lambda: nn.Sequential(L.PointwiseConv2d(cin, cout), L.ShuffleUnit(cout, cout, groups=4))),
+        ("sparse-k4", f"PredefinedSparseConv2d({cin}, {cout}, 3, padding=1, k=4): 4 of 9 kernel positions, "
+         "zeros skipped (regrouped into dense sub-convolutions)",
+         lambda: L.PredefinedSparseConv2d(cin, cout, 3, padding=1, k=4)),
+        ("sparse-k4-masked", f"the same sparse pattern run as a masked dense conv (mode='masked'): the zeros are "
+         "multiplied", lambda: L.PredefinedSparseConv2d(cin, cout, 3, padding=1, k=4, mode="masked")),
+    ]
+
+
+def _effective_params(module: nn.Module, input_size: tuple[int, ...]) -> int:
+    """Parameter elements that can change the output: those with a non-zero gradient for a random
+    input. Equal to the parameter count except for masked layers (a pre-defined sparse conv that keeps
+    a dense weight and a fixed mask), where it is the count the lecture's arithmetic means."""
+    saved = [(p, p.grad) for p in module.parameters()]
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        for p, _ in saved:
+            p.grad = None
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(1, *input_size, generator=g)
+        y = module(x)
+        (y * torch.randn(y.shape, generator=g)).sum().backward()
+        return int(sum(int((p.grad != 0).sum()) for p, _ in saved if p.grad is not None))
+    finally:
+        for p, grad in saved:
+            p.grad = grad
+        for m, training in modes:
+            m.training = training
+
+
+def compare_layers(
+    in_channels: int = 16,
+    out_channels: int = 32,
+    size: int = 64,
+    batch: int = 32,
+    *,
+    threads: int | None = 2,
+    repeats: int | None = None,
+    budget_s: float = 0.5,
+    channels_last: bool | None = None,
+) -> list[dict[str, Any]]:
+    """The lecture's single-layer comparison: ways to map ``in_channels`` to ``out_channels`` channels
+    of a ``size`` x ``size`` map, by parameters, MACs and measured latency.
+
+    With the defaults (16 -> 32, 64x64): a standard 3x3 conv has 16*32*9 + 32 = 4,640 parameters and
+    16*32*9*64*64 = 18,874,368 MACs (bias adds not counted); the depthwise-separable one 16*9 +
+    16*32 + 32 = 688 parameters and 16*9*64*64 + 16*32*64*64 = 2,686,976 MACs.
+
+    Each row: ``name``, ``description``, ``output_shape`` (one sample), ``params``,
+    ``effective_params`` (parameter elements with a non-zero gradient for a random input: fewer than
+    ``params`` only for a masked layer), ``macs`` (one sample), ``latency_ms_b1``,
+    ``latency_ms_batch`` (at ``batch``; ``batch`` is in the row), ``threads``, ``channels_last`` (the
+    memory format measured in; default channels-last, see :func:`measure_latency`), and against the standard
+    conv: ``params_ratio``, ``macs_ratio``, ``speedup_batch`` (> 1 is faster). A layer the channel
+    arithmetic does not allow (e.g. 2 groups of 3 channels) or that does not exist is a row with
+    ``note`` saying why and ``None`` for the numbers.
+    """
+    for name, v in (("--in-channels", in_channels), ("--out-channels", out_channels), ("--size", size),
+                    ("--batch", batch)):
+        _check_positive(name, v)
+    _check_threads(threads)
+    worst = batch * max(in_channels, out_channels) * size * size * 4 * 3  # input, output, one intermediate
+    if worst > 4 * 2**30:
+        raise CompareError(f"--batch {batch} x {max(in_channels, out_channels)} channels x {size}x{size} needs "
+                           f"about {worst / 2**30:.0f} GiB per pass; use a smaller --batch or --size")
+    input_size = (in_channels, size, size)
+    rows: list[dict[str, Any]] = []
+    for name, description, build in _layer_candidates(in_channels, out_channels):
+        row: dict[str, Any] = {"name": name, "description": description, "batch": batch}
+        try:
+            with torch.random.fork_rng(devices=[]):  # seeded weights, and the caller's RNG left alone
+                torch.manual_seed(0)
+                module = build()
+        except ValueError as e:
+            row |= {"output_shape": None, "params": None, "effective_params": None, "macs": None,
+                    "latency_ms_b1": None, "latency_ms_batch": None, "threads": None, "channels_last": None,
+                    "note": f"skipped: {str(e).splitlines()[0]}"}
+            rows.append(row)
+            continue
+        module.eval()
+        s = summarize(module, input_size, model_name=name)
+        with torch.inference_mode():
+            out_shape = list(module(torch.zeros(1, *input_size)).shape[1:])
+        timing = {"repeats": repeats, "threads": threads, "budget_s": budget_s, "channels_last": channels_last}
+        b1 = measure_latency(module, input_size, 1, **timing)
+        bn = measure_latency(module, input_size, batch, **timing)
+        row |= {"output_shape": out_shape, "params": s.total_params,
+                "effective_params": _effective_params(module, input_size), "macs": int(s.total_macs),
+                "latency_ms_b1": b1["median_ms"], "latency_ms_batch": bn["median_ms"], "threads": bn["threads"],
+                "channels_last": bn["channels_last"], "note": None}
+        rows.append(row)
+    ref = rows[0]
+    for r in rows:
+        ok = r["params"] is not None
+        r["params_ratio"] = r["params"] / ref["params"] if ok else None
+        r["macs_ratio"] = r["macs"] / ref["macs"] if ok else None
+        r["speedup_batch"] = ref["latency_ms_batch"] / r["latency_ms_batch"] if ok else None
+    return rows
+
+
+def format_layers(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """The layer comparison as a table, skipped layers listed below it with the reason."""
+    done = [r for r in rows if r["params"] is not None]
+    batch = rows[0]["batch"]
+    threads = done[0]["threads"] if done else None
+    head = ["layer", "output", "params", "effective", "MACs", f"ms b1 ({threads} thr)",
+            f"ms b{batch} ({threads} thr)", "params vs conv", "MACs vs conv", f"speed-up b{batch}"]
+    body = [[r["name"], "x".join(map(str, r["output_shape"] or [])), f"{r['params']:,}", f"{r['effective_params']:,}",
+             f"{r['macs']:,}", f"{r['latency_ms_b1']:.3f}", f"{r['latency_ms_batch']:.2f}", _ratio(r["params_ratio"]),
+             _ratio(r["macs_ratio"]), _ratio(r["speedup_batch"])] for r in done]
+    lines = _table(head, body, markdown)
+    lines += [""] + [f"{r['name']}: {r['description']}" for r in done]
+    lines += [f"{r['name']}: {r['note']}" for r in rows if r["params"] is None]
+    fmt = {True: "channels-last", False: "contiguous (NCHW)"}.get(done[0]["channels_last"] if done else None, "")
+    lines += ["", f"MACs per sample, bias adds not counted; latency: float32 CPU forward pass, {fmt}, median of "
+                  "repeats (ms)."]
+    return "\n".join(lines) + ("\n" if markdown else "")

@@ -191,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "(the lecture's 16->32 channel 3x3 conv on 64x64) instead.",
         epilog="example: cnnlab compare fmnist-cnn gap-cnn --epochs 2 --subset 5000;  cnnlab compare --layers"))
 
+    _add_compress_args(sub.add_parser(
+        "compress", help="prune, quantize, share, binarize a trained run; measure size, speed, accuracy",
+        description="Apply one post-training compression method to a trained run and write a new run (OUT, "
+                    "default RUN-METHOD-SETTINGS) with compression.json: stored bytes (packed, then xz), test "
+                    "accuracy, CPU latency at batch 1 and 256, each beside the float model's. The input run is "
+                    "only read. --sweep runs every method over a range of settings and writes a table and a "
+                    "Pareto plot.",
+        epilog="example: cnnlab compress runs/experiment-fmnist/fmnist-cnn --method prune --sparsity 0.9"))
+
     p = sub.add_parser("data", help="find or download Fashion-MNIST")
     p.add_argument("action", choices=("info", "download"))
     p.add_argument("--data-dir", help="where to look (info) or to download to (download)")
@@ -247,6 +256,45 @@ def _add_compare_args(p: argparse.ArgumentParser) -> None:
     o.add_argument("--overwrite", action="store_true", help="train again even if finished runs exist")
     o.add_argument("--json", action="store_true", help="print the rows as one JSON list, nothing else on stdout")
     o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+#: compress flags -> (settings key, the methods that take it)
+_COMPRESS_SETTINGS = {"sparsity": ("sparsity", ("prune",)), "scope": ("scope", ("prune",)),
+                      "steps": ("steps", ("prune",)), "structured": ("structured", ("prune",)),
+                      "bits": ("bits", ("cluster", "inq")), "mode": ("mode", ("binarize",)),
+                      "keep_first_last": ("keep_first_last", ("binarize",))}
+
+
+def _add_compress_args(p: argparse.ArgumentParser) -> None:
+    from cnnlab.compress.run import METHODS
+
+    p.add_argument("run", help="a trained run directory (cnnlab train / experiment)")
+    p.add_argument("--method", choices=tuple(METHODS),
+                   help="; ".join(f"{k}: {v}" for k, (_, v) in METHODS.items()))
+    p.add_argument("--sweep", action="store_true", help="every method over a range of settings (table + Pareto plot)")
+    s = p.add_argument_group("settings (each for the methods named)")
+    s.add_argument("--sparsity", type=float, help="prune: fraction of weights (or, --structured, of channels) "
+                                                  "removed, in (0, 1) (0.9)")
+    s.add_argument("--scope", choices=("lamp", "global", "layer"),
+                   help="prune: one threshold on LAMP scores (Lee et al. 2021), on plain magnitudes, or the same "
+                        "sparsity in each layer (default: lamp; --structured: layer)")
+    s.add_argument("--steps", type=_positive_int, help="prune: iterative pruning in N steps, fine-tuning between (1)")
+    s.add_argument("--structured", action="store_true", default=None,
+                   help="prune: remove whole conv channels (smaller and faster) instead of single weights")
+    s.add_argument("--bits", type=int, help="cluster: 2..8 (4); inq: bits per weight (5)")
+    s.add_argument("--mode", choices=("bwn", "xnor"), help="binarize: binary weights (bwn) or weights and "
+                                                          "activations (xnor) (bwn)")
+    s.add_argument("--keep-first-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="binarize: keep the first and last layers in float (default: yes, as XNOR-Net)")
+    s.add_argument("--finetune-epochs", type=_non_negative_int,
+                   help="retraining epochs with the run's recipe (prune 2, cluster 1, inq 1 per step, binarize 3)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", help="the new run (default: RUN-METHOD-SETTINGS beside RUN; --sweep: RUN-sweep)")
+    o.add_argument("--overwrite", action="store_true", help="replace --out if it exists (--sweep: redo finished rows)")
+    o.add_argument("--threads", type=_positive_int, default=2, help="CPU threads for compressing and latency (2)")
+    o.add_argument("--subset", type=_positive_int, help="fine-tune and calibrate on N training images (quick look)")
+    o.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency measurement")
+    o.add_argument("--json", action="store_true", help="print compression.json (--sweep: the rows), nothing else")
 
 
 def _add_conv_args(p: argparse.ArgumentParser) -> None:
@@ -555,6 +603,38 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compress(a: argparse.Namespace) -> int:
+    from cnnlab.compress import CompressError
+    from cnnlab.compress.run import compress_run
+    from cnnlab.compress.sweep import compress_sweep, format_sweep
+
+    log = (lambda s: print(s, file=sys.stderr)) if a.json else print
+    given = {key: getattr(a, flag) for flag, (key, _) in _COMPRESS_SETTINGS.items() if getattr(a, flag) is not None}
+    common = {"threads": a.threads, "subset": a.subset, "measure": a.latency, "log": log}
+    try:
+        if a.sweep:
+            if a.method or given or a.finetune_epochs is not None:
+                raise _BadInput("--sweep runs every method with its own settings; drop --method and the settings")
+            result = compress_sweep(a.run, a.out, overwrite=a.overwrite, **common)
+            print(json.dumps(result["rows"], indent=2) if a.json else format_sweep(result))
+            return 0
+        if not a.method:
+            raise _BadInput("give --method (prune, quantize, cluster, inq, binarize) or --sweep")
+        for flag, (key, methods) in _COMPRESS_SETTINGS.items():
+            if key in given and a.method not in methods:
+                raise _BadInput(f"--{flag.replace('_', '-')} is a setting of {' and '.join(methods)}, "
+                                f"not of --method {a.method}")
+        if a.method == "prune" and "sparsity" not in given:
+            given["sparsity"] = 0.9
+        record = compress_run(a.run, a.method, settings=given, out=a.out, finetune_epochs=a.finetune_epochs,
+                              overwrite=a.overwrite, **common)
+    except CompressError as e:
+        raise _BadInput(str(e)) from None
+    if a.json:
+        print(json.dumps(record, indent=2))
+    return 0
+
+
 def _cmd_data(a: argparse.Namespace) -> int:
     from cnnlab.data import download_fashion_mnist, find_fashion_mnist, load_fashion_mnist
 
@@ -665,7 +745,8 @@ def _cmd_conv(a: argparse.Namespace) -> int:
 
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "models": _cmd_models,
              "experiment": _cmd_experiment, "data": _cmd_data, "conv": _cmd_conv, "summary": _cmd_summary,
-             "rf": _cmd_rf, "viz": _cmd_viz, "compare": _cmd_compare}
+             "rf": _cmd_rf, "viz": _cmd_viz, "compare": _cmd_compare,
+             "compress": _cmd_compress}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -159,6 +159,16 @@ def load_run(path: str | os.PathLike, *, weights: str = "final", map_location: s
         raise RunError(f"{run.path}: no such run directory")
     cfg_d = run.read_json("config.json")
     spec = run.read_json("model.json")
+    if "compression" in spec:
+        # a compressed run's weights are its method's artifact; compress sits above train, hence the late
+        # import: the one place train reaches up (docs/ARCHITECTURE.md)
+        from cnnlab.compress.run import load_compressed
+
+        if weights != "final":
+            raise RunError(f"{run.path}: a compressed run has only final weights (model.cnnz), no checkpoint")
+        model = load_compressed(run.path, spec).to(map_location)
+        cfg = TrainConfig.from_dict(cfg_d.get("train", {}))
+        return LoadedRun(run, cfg, cfg_d.get("data", {}), model)
     try:
         model = build_from_spec(spec)
     except (ValueError, TypeError, KeyError) as e:

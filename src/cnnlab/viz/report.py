@@ -91,13 +91,18 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
     (default ``RUN/viz``). Returns what was written and, with ``faithfulness``, the deletion/insertion
     table."""
     from cnnlab.data import load_dataset
-    from cnnlab.train import load_run
+    from cnnlab.train import RunDir, load_run
 
     methods = list(METHODS) if methods == "all" or methods == ["all"] else \
         [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise VizError(f"unknown method {bad[0]!r}; valid: all, {', '.join(METHODS)}")
+    spec = RunDir(Path(run_path)).read_json("model.json") if Path(run_path).is_dir() else {}
+    if (spec.get("compression") or {}).get("method") == "quantize":
+        raise VizError(f"{run_path} is an int8 quantized run: its integer kernels have no gradients and no float "
+                       f"conv layers to look inside; visualise the float run it came from "
+                       f"({spec['compression'].get('source')}) or a pruned, shared or binarized run")
     loaded = load_run(run_path)
     model, info = loaded.model, loaded.data
     model_name = loaded.run.read_json("model.json").get("name", "model")

@@ -1,0 +1,321 @@
+"""``cnnlab compress RUN``: apply one method to a trained run and measure it against the run's float model.
+
+A compressed run is a run directory like any other (``config.json``, ``model.json``, ``metrics.json``),
+so ``cnnlab eval``, ``viz`` and ``compare`` take it; its weights are not ``model.safetensors`` but the
+method's artifact ``model.cnnz`` (see :mod:`cnnlab.compress.storage`), and ``model.json`` names the
+method. :func:`load_compressed` rebuilds the model from the artifact alone: the reported test accuracy
+is measured on that reloaded model, so "saved and loaded back gives the same accuracy" holds by
+construction (and is checked against the in-memory model).
+
+The input run is only read. The output is written into a temporary sibling folder and renamed into
+place when complete: a killed ``compress`` leaves no half-written run (run it again; it starts over).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import inspect
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from cnnlab._io import atomic_write_json
+from cnnlab.compress.base import Compressed, CompressError
+from cnnlab.compress.finetune import make_finetune
+from cnnlab.compress.storage import ARTIFACT, read_artifact, write_artifact, xz_size
+from cnnlab.models import build_from_spec
+from cnnlab.train import RunDir, RunError, evaluate, load_run, make_eval_loader
+
+__all__ = ["METHODS", "DEFAULT_FINETUNE_EPOCHS", "compress_run", "load_compressed", "default_out", "setting_name",
+           "read_compression"]
+
+#: method -> (module, what it does). Each module has ``compress_<name>`` and ``rebuild_<name>``.
+METHODS: dict[str, tuple[str, str]] = {
+    "prune": ("cnnlab.compress.prune", "magnitude pruning, unstructured (masks) or structured (channels removed)"),
+    "quantize": ("cnnlab.compress.quantize", "int8 static post-training quantization (x86 backend)"),
+    "cluster": ("cnnlab.compress.sharing", "weight sharing: k-means per layer, 2^bits shared values"),
+    "inq": ("cnnlab.compress.sharing", "incremental network quantization to powers of two"),
+    "binarize": ("cnnlab.compress.binarize", "binary weights (BWN) or weights and activations (XNOR)"),
+}
+
+#: Fine-tuning epochs when none are given: the methods that retrain get a short retraining.
+DEFAULT_FINETUNE_EPOCHS = {"prune": 2, "quantize": 0, "cluster": 1, "inq": 1, "binarize": 3}
+
+#: Training images used to calibrate activation ranges (quantize).
+CALIBRATION_IMAGES = 2048
+
+
+def _functions(method: str) -> tuple[Callable[..., Compressed], Callable[..., nn.Module]]:
+    if method not in METHODS:
+        raise CompressError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    module = importlib.import_module(METHODS[method][0])
+    return getattr(module, f"compress_{method}"), getattr(module, f"rebuild_{method}")
+
+
+#: Keyword arguments of ``compress_<method>`` that compress_run supplies, not the user.
+_SUPPLIED = ("finetune", "finetune_epochs", "epochs_per_step", "calibration", "input_size")
+
+
+def _settings_of(fn: Callable[..., Compressed]) -> list[str]:
+    params = inspect.signature(fn).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _SUPPLIED]
+
+
+def setting_name(method: str, settings: dict[str, Any]) -> str:
+    """``prune-sparsity0.9``, ``prune-sparsity0.5-structured``, ``quantize``: a method and its settings as a
+    folder name (sorted keys; a flag as ``key`` or ``nokey``)."""
+    parts = [method]
+    for k, v in sorted(settings.items()):
+        key = k.replace("_", "")
+        if v is not None:
+            parts.append(key if v is True else f"no{key}" if v is False else f"{key}{v}")
+    return "-".join(parts)
+
+
+def default_out(run: str | os.PathLike, method: str, settings: dict[str, Any]) -> Path:
+    """``<run>-<setting_name>`` beside the input run, e.g. ``fmnist-cnn-prune-sparsity0.9``."""
+    run = Path(run)
+    return run.parent / f"{run.name}-{setting_name(method, settings)}"
+
+
+def load_compressed(path: str | os.PathLike, spec: dict[str, Any] | None = None) -> nn.Module:
+    """Rebuild a compressed run's model from its ``model.json`` and ``model.cnnz`` alone (eval mode, CPU)."""
+    run = RunDir(Path(path))
+    spec = spec if spec is not None else run.read_json("model.json")
+    info = spec.get("compression") or {}
+    method = info.get("method")
+    if method not in METHODS:
+        raise RunError(f"{run.model_json}: unknown compression method {method!r}; valid: {', '.join(METHODS)}")
+    _, rebuild = _functions(method)
+    tensors, meta = read_artifact(run.path / ARTIFACT)
+    base = build_from_spec({k: v for k, v in spec.items() if k != "compression"})
+    return rebuild(base, tensors, meta).eval()
+
+
+def _as_eval(model: nn.Module, channels_last: bool) -> nn.Module:
+    """The model as ``cnnlab eval`` runs a loaded run: channels-last when it has 4-D parameters."""
+    if channels_last and any(p.ndim == 4 for p in model.parameters()):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _calibration(data, n: int, seed: int) -> list[torch.Tensor]:
+    from cnnlab.data import normalize
+
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data.train_y), generator=g)[: min(n, len(data.train_y))]
+    x = normalize(data.train_x[idx], data.mean, data.std)
+    return list(x.split(256))
+
+
+def _latency(model: nn.Module, size: tuple[int, ...], threads: int, channels_last: bool | None,
+             repeats: int | None) -> dict[str, float]:
+    from cnnlab.compare import measure_latency
+
+    out = {}
+    for b in (1, 256):
+        m = measure_latency(model, size, b, threads=threads, channels_last=channels_last, repeats=repeats)
+        out[f"latency_ms_b{b}"] = m["median_ms"]
+    return out
+
+
+def compress_run(
+    run: str | os.PathLike,
+    method: str,
+    *,
+    settings: dict[str, Any] | None = None,
+    out: str | os.PathLike | None = None,
+    finetune_epochs: int | None = None,
+    overwrite: bool = False,
+    threads: int = 2,
+    subset: int | None = None,
+    max_steps: int | None = None,
+    measure: bool = True,
+    repeats: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Compress the trained run at ``run`` with ``method`` and write a new run at ``out``; return its
+    ``compression.json``.
+
+    ``settings``: the method's keyword arguments (e.g. ``{"sparsity": 0.9}``, ``{"bits": 4}``).
+    ``finetune_epochs``: retraining epochs with the run's recipe (default :data:`DEFAULT_FINETUNE_EPOCHS`).
+    ``subset``: fine-tune and calibrate on this many training images (tests); the test set is always whole.
+    ``max_steps``: at most this many fine-tuning steps per epoch (tests). ``measure``: CPU latency at batch
+    1 and 256 with ``threads`` threads, for the compressed and the float model (off in tests); ``repeats``:
+    timed passes per latency (default adaptive, see :func:`cnnlab.compare.measure_latency`).
+    """
+    from cnnlab.data import load_dataset
+
+    settings = dict(settings or {})
+    compress_fn, _ = _functions(method)
+    valid = _settings_of(compress_fn)
+    for key in settings:
+        if key not in valid:
+            raise CompressError(f"{method} has no setting {key!r}; valid: {', '.join(valid) or 'none'}")
+    if finetune_epochs is None:
+        finetune_epochs = DEFAULT_FINETUNE_EPOCHS[method]
+    if finetune_epochs < 0:
+        raise CompressError(f"--finetune-epochs must be 0 or more; got {finetune_epochs}")
+    if method == "quantize" and finetune_epochs:
+        raise CompressError(f"--finetune-epochs {finetune_epochs}: quantize is post-training (calibration only); "
+                            "fine-tuning applies to prune, cluster, inq and binarize")
+    src = Path(run)
+    base = load_run(src)  # a run without weights fails here, naming it
+    if "compression" in base.run.read_json("model.json"):
+        raise CompressError(f"{src} is already compressed ({base.run.read_json('model.json')['compression']['method']});"
+                            " compress the float run it came from")
+    out = Path(out) if out is not None else default_out(src, method, settings)
+    if out.resolve() == src.resolve():
+        raise CompressError(f"--out {out} is the input run; the input run is never modified, choose another --out")
+    if out.exists() and not overwrite:
+        raise CompressError(f"--out {out} exists; pass --overwrite to replace it, or choose another --out")
+
+    cfg = base.config
+    data = load_dataset(base.data.get("name", cfg.dataset), cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
+                        subset=subset if subset is not None else cfg.subset)
+    if "mean" in base.data and "std" in base.data:  # normalise as the run was trained, whatever the subset
+        data = dataclasses.replace(data, mean=tuple(base.data["mean"]), std=tuple(base.data["std"]))
+    # evaluated as `cnnlab eval` will evaluate the output run: float32, in the run's memory format
+    channels_last = bool(cfg.channels_last) and any(p.ndim == 4 for p in base.model.parameters())
+    loader = make_eval_loader(data.test_x, data.test_y, data, "cpu", cfg.eval_batch_size, channels_last)
+    num_classes = len(base.data.get("classes", data.classes))
+    float_model = base.model.float().eval()
+    baseline = evaluate(_as_eval(copy.deepcopy(float_model), channels_last), loader, num_classes)
+
+    size_input = (int(base.data.get("in_channels", 1)), *map(int, base.data.get("image_size", (28, 28))))
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = copy.deepcopy(float_model)
+        kwargs = dict(settings)
+        if "input_size" in inspect.signature(compress_fn).parameters:
+            kwargs["input_size"] = size_input
+        if method == "quantize":
+            kwargs["calibration"] = _calibration(data, CALIBRATION_IMAGES, cfg.seed)
+        else:
+            kwargs["finetune"] = make_finetune(cfg, data, max_steps=max_steps, log=log)
+            kwargs["finetune_epochs" if method != "inq" else "epochs_per_step"] = finetune_epochs
+        log(f"{method}: compressing {src} ({', '.join(f'{k}={v}' for k, v in settings.items()) or 'defaults'}; "
+            f"{finetune_epochs} fine-tuning epoch(s))")
+        t0 = time.perf_counter()
+        result = compress_fn(model, **kwargs)
+        seconds = time.perf_counter() - t0
+
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        try:
+            spec = dict(base.run.read_json("model.json"))
+            spec["compression"] = {"method": method, "settings": settings, "source": str(src)}
+            size = write_artifact(tmp / ARTIFACT, result.tensors, result.meta)
+            atomic_write_json(tmp / "model.json", spec)
+            reloaded = _as_eval(load_compressed(tmp, spec), channels_last)
+            test = evaluate(reloaded, loader, num_classes)
+            direct = evaluate(_as_eval(result.model, channels_last), loader, num_classes)
+            if test["confusion_matrix"] != direct["confusion_matrix"]:  # the artifact must hold the whole model
+                raise RuntimeError(f"{method}: the model rebuilt from {ARTIFACT} predicts differently "
+                                   f"({test['accuracy']:.4f} vs {direct['accuracy']:.4f}); this is a bug in cnnlab")
+            record = _record(method, settings, finetune_epochs, src, base, result, size, test, baseline, seconds,
+                             size_input, reloaded, float_model, threads if measure else None, repeats)
+            _write_run(tmp, base, record, test, data, finetune_epochs)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        torch.set_num_threads(threads_before)
+    log(_summary_line(record, out))
+    return record
+
+
+def _record(method, settings, finetune_epochs, src, base, result: Compressed, size, test, baseline, seconds,
+            input_size, model, float_model, threads, repeats) -> dict[str, Any]:
+    from cnnlab.analysis import summarize
+    from cnnlab.train.rundir import machine_info
+
+    base_bytes = base.run.weights.stat().st_size
+    record: dict[str, Any] = {
+        "method": method,
+        "settings": settings,
+        "finetune_epochs": finetune_epochs,
+        "source": str(src),
+        "size_bytes": size,
+        "baseline_size_bytes": base_bytes,
+        "baseline_xz_size_bytes": xz_size(base.run.weights),
+        "size_ratio": base_bytes / size,
+        "test_accuracy": test["accuracy"],
+        "baseline_test_accuracy": baseline["accuracy"],
+        "accuracy_drop_points": 100 * (baseline["accuracy"] - test["accuracy"]),
+        "compress_seconds": seconds,
+    }
+    record["baseline_macs"] = int(summarize(float_model, input_size).total_macs)
+    if method == "quantize":
+        # the MAC counter counts float aten ops; the int8 model runs the same convs and dense layers
+        record["macs"], record["macs_counted_on"] = record["baseline_macs"], "the float model (int8 does the same MACs)"
+    else:
+        record["macs"] = int(summarize(model, input_size).total_macs)
+    if threads is not None:
+        cl = bool(base.config.channels_last) and any(isinstance(m, nn.Conv2d) for m in float_model.modules())
+        mine = _latency(model, input_size, threads, result.meta.get("channels_last", cl), repeats)
+        theirs = _latency(float_model, input_size, threads, cl, repeats)
+        record |= mine | {f"baseline_{k}": v for k, v in theirs.items()}
+        record["speedup_b256"] = theirs["latency_ms_b256"] / mine["latency_ms_b256"]
+        record["threads"] = threads
+    else:
+        record |= {"latency_ms_b1": None, "latency_ms_b256": None, "baseline_latency_ms_b1": None,
+                   "baseline_latency_ms_b256": None, "speedup_b256": None, "threads": None}
+    record["report"] = result.report
+    record["machine"] = machine_info()
+    record["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return record
+
+
+def _write_run(path: Path, base, record: dict[str, Any], test: dict[str, Any], data, finetune_epochs: int) -> None:
+    from cnnlab.train.plots import plot_confusion
+
+    config = base.run.read_json("config.json")
+    config["train"] = dict(config["train"], precision="fp32")
+    config["resolved"] = dict(config.get("resolved", {}), precision="fp32")
+    config["compression"] = {k: record[k] for k in ("method", "settings", "finetune_epochs", "source")}
+    atomic_write_json(path / "config.json", config)
+    atomic_write_json(path / "compression.json", record)
+    classes = list(base.data.get("classes", data.classes))
+    plot_confusion(test["confusion_matrix"], classes, path / "confusion.png",
+                   title=f"{record['method']}: test accuracy {100 * test['accuracy']:.2f}%")
+    atomic_write_json(path / "metrics.json", {
+        "model": base.config.model, "dataset": data.name, "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"], "test_images": test["count"],
+        "per_class_accuracy": dict(zip(classes, test["per_class_accuracy"])), "classes": classes,
+        "confusion_matrix": test["confusion_matrix"], "epochs": finetune_epochs, "train_seconds":
+        record["compress_seconds"], "precision": "fp32", "compression": record["method"],
+    })
+
+
+def _summary_line(r: dict[str, Any], out: Path) -> str:
+    line = (f"{r['method']}: test accuracy {100 * r['test_accuracy']:.2f}% (float {100 * r['baseline_test_accuracy']:.2f}%, "
+            f"{-r['accuracy_drop_points']:+.2f} points), {r['size_bytes']:,} bytes stored vs "
+            f"{r['baseline_size_bytes']:,} ({r['size_ratio']:.1f}x smaller)")
+    if r.get("latency_ms_b256"):
+        line += (f", b256 {r['latency_ms_b256']:.1f} ms vs {r['baseline_latency_ms_b256']:.1f} ms "
+                 f"({r['speedup_b256']:.2f}x) on {r['threads']} threads")
+    return f"{line}; wrote {out}"
+
+
+def read_compression(path: str | os.PathLike) -> dict[str, Any]:
+    """A compressed run's ``compression.json``."""
+    p = Path(path) / "compression.json"
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path}: not a compressed run (no compression.json)") from None

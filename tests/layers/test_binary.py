@@ -222,3 +222,22 @@ def test_saved_and_reloaded_layer_gives_identical_outputs(tmp_path, mode):
     x[0, :, 3, 3] = 0.0
     assert torch.equal(again(x), conv(x))
     assert (again.binary_weight()[:, 0, 1, 1] > 0).all()
+
+
+def test_the_binarized_weight_is_reused_without_gradients_and_renewed_when_the_weight_changes():
+    from cnnlab.layers import BinaryLinear
+
+    layer = BinaryLinear(6, 3)
+    with torch.no_grad():
+        first = layer.binary_weight()
+        assert layer.binary_weight() is first  # kept while nothing changed
+        layer.weight.mul_(-1)  # an in-place change bumps the version counter
+        second = layer.binary_weight()
+    assert second is not first and torch.equal(second, -first)
+    x = torch.randn(2, 6)
+    with torch.inference_mode():
+        y = layer(x)
+    assert torch.equal(y, layer(x).detach())
+    out = layer(x).sum()  # with gradients: computed afresh, and the STE gradient reaches the weight
+    out.backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0

@@ -107,7 +107,27 @@ def _check_plain(module: nn.Module, base: type[nn.Module]) -> None:
                         f"{sorted(state - {'weight', 'bias'})}); binarizing only its weight would change it")
 
 
-class BinaryConv2d(nn.Conv2d):
+class _BinaryWeight:
+    """``binary_weight()`` for both binary layers. Without gradients (evaluation, serving) the
+    binarized weight is kept until the latent weight changes (its version counter, storage, dtype or
+    device): re-binarizing fc1 of fmnist-cnn on every call cost 2.5 ms, 20x its batch-1 matrix product."""
+
+    weight: torch.Tensor
+
+    def binary_weight(self) -> torch.Tensor:
+        """The weight the layer computes with: ``alpha * sign(W)``."""
+        w = self.weight
+        if torch.is_grad_enabled() and w.requires_grad:
+            return binarize_weight(w)
+        key = (w.data_ptr(), w._version, w.dtype, w.device, w.stride(), torch.is_inference_mode_enabled())
+        cached = self.__dict__.get("_binary_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, binarize_weight(w.detach()))
+            self.__dict__["_binary_cache"] = cached
+        return cached[1]
+
+
+class BinaryConv2d(_BinaryWeight, nn.Conv2d):
     """``nn.Conv2d`` computing with ``alpha * sign(W)`` (``mode="bwn"``) or, in addition, with
     ``sign(x)`` scaled by the paper's ``K`` (``mode="xnor"``); see the module docstring. Takes the
     arguments of ``nn.Conv2d`` plus ``mode``. The state dict is ``nn.Conv2d``'s (the latent weight)."""
@@ -129,10 +149,6 @@ class BinaryConv2d(nn.Conv2d):
             if module.bias is not None:
                 layer.bias.copy_(module.bias)
         return layer
-
-    def binary_weight(self) -> torch.Tensor:
-        """The weight the layer computes with: ``alpha * sign(W)``."""
-        return binarize_weight(self.weight)
 
     def input_scale(self, x: torch.Tensor) -> torch.Tensor:
         """XNOR-Net's ``K`` for input ``x``: mean ``|x|`` over each group's channels, box-filtered over
@@ -160,7 +176,7 @@ class BinaryConv2d(nn.Conv2d):
         return f"{super().extra_repr()}, mode={self.mode!r}"
 
 
-class BinaryLinear(nn.Linear):
+class BinaryLinear(_BinaryWeight, nn.Linear):
     """``nn.Linear`` computing with ``alpha * sign(W)`` (``mode="bwn"``) or, in addition, with
     ``sign(x)`` scaled by each sample's mean ``|x|`` (``mode="xnor"``). The state dict is ``nn.Linear``'s."""
 
@@ -181,10 +197,6 @@ class BinaryLinear(nn.Linear):
             if module.bias is not None:
                 layer.bias.copy_(module.bias)
         return layer
-
-    def binary_weight(self) -> torch.Tensor:
-        """The weight the layer computes with: ``alpha * sign(W)``."""
-        return binarize_weight(self.weight)
 
     def input_scale(self, x: torch.Tensor) -> torch.Tensor:
         """XNOR-Net's scale of a binarized input vector: its mean ``|x|``, shaped ``(..., 1)``."""

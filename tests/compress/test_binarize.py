@@ -17,23 +17,12 @@ from cnnlab.compress.storage import artifact_bytes, read_artifact, unpack_bits, 
 from cnnlab.layers import BinaryConv2d, BinaryLinear, weight_scale
 from cnnlab.models import FashionCNN, create_model
 from cnnlab.train import TrainConfig
+from tests.compress.models import TINY, tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TINY = {"widths": (4, 8), "hidden": 16}  # fmnist-cnn's layers (FashionCNN), few channels
 BINARIZED = ["features.block1.conv2", "features.block2.conv1", "features.block2.conv2", "classifier.fc1"]
 
-
-def tiny_cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = FashionCNN(**TINY)
-    with torch.no_grad():  # BatchNorm statistics and shifts that are not the identity
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.normal_(0, 0.5)
-                m.running_var.uniform_(0.5, 2)
-                m.bias.normal_(0, 0.5)
-    return model.eval()
 
 
 def images(n: int = 4, seed: int = 0) -> torch.Tensor:

@@ -18,24 +18,13 @@ from cnnlab.compress.storage import read_artifact, unpack_bits, write_artifact
 from cnnlab.models import FashionCNN, create_model
 from cnnlab.train import TrainConfig, evaluate
 from cnnlab.train.engine import make_eval_loader
+from tests.compress.models import TINY, tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TINY = {"widths": (4, 8), "hidden": 16}  # fmnist-cnn's layers (conv-ReLU-BN, flatten, dense), few channels
 LAYERS = ["features.block1.conv1", "features.block1.conv2", "features.block2.conv1", "features.block2.conv2",
           "classifier.fc1", "classifier.fc2"]
 
-
-def tiny_cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = FashionCNN(**TINY)
-    with torch.no_grad():  # BatchNorm statistics and shifts that are not the identity
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.normal_(0, 0.5)
-                m.running_var.uniform_(0.5, 2)
-                m.bias.normal_(0, 0.5)
-    return model.eval()
 
 
 def build(name: str) -> nn.Module:

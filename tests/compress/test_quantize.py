@@ -17,29 +17,12 @@ from cnnlab.layers import PredefinedSparseConv2d
 from cnnlab.models import CompactCNN, FashionCNN, create_model
 from cnnlab.train import evaluate
 from cnnlab.train.engine import make_eval_loader
+from tests.compress.models import TINY, randomize_bn, tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TINY = {"widths": (4, 8), "hidden": 16}  # fmnist-cnn's layers (FashionCNN), few channels
 
 
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BatchNorm statistics and affine parameters that are not the identity (scales positive)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
-    return model.eval()
-
-
-def tiny_cnn(seed: int = 0) -> FashionCNN:
-    torch.manual_seed(seed)
-    return randomize_bn(FashionCNN(**TINY), seed)
 
 
 def batches(n: int = 2, size: int = 32, shape=(1, 28, 28), seed: int = 0) -> list[torch.Tensor]:

@@ -29,7 +29,7 @@ from cnnlab.layers import (
     GroupedConv2d,
     PredefinedSparseConv2d,
 )
-from cnnlab.models.lecture import conv3x3, image_hw
+from cnnlab.models.lecture import conv3x3, dense_head, image_hw
 from cnnlab.models.registry import register_model
 
 __all__ = ["CONV_KINDS", "HEADS", "CompactCNN"]
@@ -101,16 +101,7 @@ class CompactCNN(nn.Module):
             c, h, w = width, h // 2, w // 2
         self.features = nn.Sequential(blocks)
         if head == "dense":
-            self.classifier = nn.Sequential(
-                OrderedDict(
-                    flatten=nn.Flatten(),
-                    fc1=nn.Linear(c * h * w, hidden),
-                    relu=nn.ReLU(inplace=True),
-                    bn=nn.BatchNorm1d(hidden),
-                    drop=Dropout(head_dropout),
-                    fc2=nn.Linear(hidden, num_classes),
-                )
-            )
+            self.classifier = dense_head(c * h * w, hidden, num_classes, head_dropout)
         else:
             self.classifier = nn.Sequential(
                 OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(c, num_classes)))

@@ -26,6 +26,20 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = T
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=bias)
 
 
+def dense_head(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """The lecture's head: flatten, dense-ReLU-BN, dropout, dense to the classes."""
+    return nn.Sequential(
+        OrderedDict(
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(in_features, hidden),
+            relu=nn.ReLU(inplace=True),
+            bn=nn.BatchNorm1d(hidden),
+            drop=Dropout(dropout),
+            fc2=nn.Linear(hidden, num_classes),
+        )
+    )
+
+
 def _conv_block(in_channels: int, out_channels: int, dropout: float) -> nn.Sequential:
     """conv-ReLU-BN twice, 2x2 max pool, dropout: one block of the lecture's network."""
     return nn.Sequential(
@@ -70,16 +84,7 @@ class FashionCNN(nn.Module):
             blocks[f"block{i}"] = _conv_block(c, width, dropout)
             c, h, w = width, h // 2, w // 2
         self.features = nn.Sequential(blocks)
-        self.classifier = nn.Sequential(
-            OrderedDict(
-                flatten=nn.Flatten(),
-                fc1=nn.Linear(c * h * w, hidden),
-                relu=nn.ReLU(inplace=True),
-                bn=nn.BatchNorm1d(hidden),
-                drop=Dropout(head_dropout),
-                fc2=nn.Linear(hidden, num_classes),
-            )
-        )
+        self.classifier = dense_head(c * h * w, hidden, num_classes, head_dropout)
 
     def forward(self, x):
         return self.classifier(self.features(x))

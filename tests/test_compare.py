@@ -166,3 +166,17 @@ def test_bad_arguments_fail_before_training(tmp_path, names, kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         compare_models(names, out=tmp_path / "c", threads=1, **kwargs)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_setting_added_after_a_run_was_made_counts_as_its_default():
+    from dataclasses import replace
+
+    from cnnlab.compare import _recipe_differences
+    from cnnlab.train import TrainConfig
+
+    want = TrainConfig().to_dict()
+    saved = dict(want)
+    del saved["label_smoothing"]  # as if the run predated the setting
+    assert _recipe_differences(saved, want) == []
+    other = replace(TrainConfig(), label_smoothing=0.0).to_dict()
+    assert _recipe_differences(saved, other) == ["label_smoothing 0.1 there, 0.0 here"]

@@ -193,8 +193,10 @@ def measure_latency(
 
 
 def _recipe_differences(saved: dict[str, Any], want: dict[str, Any]) -> list[str]:
-    return [f"{k} {saved.get(k)!r} there, {want[k]!r} here" for k in want
-            if k not in _RECIPE_NEUTRAL and saved.get(k) != want[k]]
+    # a setting added to TrainConfig after the run was made is absent there: the run had its default
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    return [f"{k} {saved.get(k, defaults.get(k))!r} there, {want[k]!r} here" for k in want
+            if k not in _RECIPE_NEUTRAL and saved.get(k, defaults.get(k)) != want[k]]
 
 
 def _check_names(names: Sequence[str]) -> list[str]:

@@ -41,6 +41,16 @@ _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
 
 
+def _positive_ints(s: str) -> list[int]:
+    try:
+        v = [int(x) for x in s.split(",")]
+    except ValueError:
+        v = []
+    if not v or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {s!r}")
+    return v
+
+
 def _positive_float(s: str) -> float:
     try:
         v = float(s)
@@ -49,6 +59,44 @@ def _positive_float(s: str) -> float:
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {s!r}")
     return v
+
+
+def _count_or_fraction(s: str) -> int | float:
+    try:
+        v: int | float = int(s)
+    except ValueError:
+        try:
+            v = float(s)
+        except ValueError:
+            v = -1
+    if v < 0 or (isinstance(v, float) and not v < 1):
+        raise argparse.ArgumentTypeError(f"must be a count (0, 1, 2, ...) or a fraction in [0, 1), got {s!r}")
+    return v
+
+
+def _image_size(s: str) -> int | list[int]:
+    try:
+        v = [int(p) for p in s.replace("x", ",").split(",")]
+    except ValueError:
+        v = []
+    if not 1 <= len(v) <= 2 or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"must be N or H,W (positive integers), got {s!r}")
+    return v[0] if len(v) == 1 else v
+
+
+def _names(s: str) -> list[str]:
+    names = [n.strip() for n in s.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"must be comma-separated names, got {s!r}")
+    return names
+
+
+def _freeze(s: str) -> str | int:
+    if s in ("features", "none"):
+        return s
+    if s.isdigit():
+        return int(s)
+    raise argparse.ArgumentTypeError(f"must be features, none or a number of blocks (0, 1, ...), got {s!r}")
 
 
 def _key_value(s: str) -> tuple[str, Any]:
@@ -62,19 +110,45 @@ def _key_value(s: str) -> tuple[str, Any]:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from cnnlab.models.transfer import TRANSFER_HEADS
     from cnnlab.train.config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 
     c = TrainConfig()  # the defaults live in one place
     per_opt = lambda table: ", ".join(f"{k} {v:g}" for k, v in table.items())  # noqa: E731
     d = p.add_argument_group("what to train")
-    d.add_argument("--model", default=c.model, help="registered model (see `cnnlab models`)")
+    d.add_argument("--model", help=f"registered model (see `cnnlab models`; {c.model})")
     d.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="constructor argument for the model (JSON value), repeatable")
-    d.add_argument("--dataset", default=c.dataset, help="dataset name (fashion-mnist)")
+    d.add_argument("--dataset", default=c.dataset,
+                   help="fashion-mnist, or folder:PATH (class folders, or train/ [val/] [test/] of class folders)")
     d.add_argument("--data-dir", help="folder with the dataset files (else $CNNLAB_DATA_DIR, Debian's package, the cache)")
     d.add_argument("--subset", type=_positive_int, help="train on the first N (seeded) training images")
-    d.add_argument("--val-size", type=_non_negative_int, default=c.val_size,
-                   help=f"validation images carved from training ({c.val_size})")
+    d.add_argument("--val-size", type=_count_or_fraction, default=c.val_size,
+                   help="validation split carved from training: a count, or for folder:PATH a fraction of each class "
+                        "(fashion-mnist 5000; folders without a val/ folder 0.1, and 0.1 for test without a test/)")
+    d.add_argument("--image-size", type=_image_size, metavar="N|H,W",
+                   help="folder:PATH: resize to cover NxN (the shorter side to N) or HxW, crop the centre (64)")
+    d.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
+                   help="folder:PATH: one channel or three (default: grayscale only if every image is)")
+    d.add_argument("--classes", type=_names, metavar="A,B,...", help="keep only these classes (names, in this order)")
+    d.add_argument("--per-class", type=_positive_int, metavar="N", help="at most N (seeded) training images per class")
+    t = p.add_argument_group("transfer learning: the source's layers under a new head")
+    t.add_argument("--from", dest="source", metavar="RUN|tv:NAME",
+                   help="a trained run directory, or a torchvision model (with --weights)")
+    t.add_argument("--weights", metavar="PATH",
+                   help="tv:NAME's pretrained weights (.safetensors, or .pth read with weights_only); nothing is "
+                        "downloaded")
+    t.add_argument("--head", choices=TRANSFER_HEADS,
+                   help="gap: global average pooling + linear (cnnlab models' default); last: the source's last "
+                        "layer replaced (torchvision models' only choice)")
+    t.add_argument("--freeze", type=_freeze, metavar="features|none|N",
+                   help=f"features: train the new head only; none: fine-tune everything; N: freeze the first N blocks "
+                        f"of the trunk ({c.freeze})")
+    t.add_argument("--backbone-lr-mult", type=_positive_float, metavar="X",
+                   help=f"unfrozen backbone layers learn at lr * X ({c.backbone_lr_mult:g})")
+    t.add_argument("--extract-features", metavar="OUT.npz",
+                   help="instead of training, write the backbone's pooled features of every split: train_features, "
+                        "train_labels, val_*, test_*, classes, mean, std, source")
     h = p.add_argument_group("recipe (defaults: cnnlab's recipe for the lecture's CNN)")
     h.add_argument("--epochs", type=_positive_int, default=c.epochs)
     h.add_argument("--batch-size", type=_positive_int, default=c.batch_size)
@@ -128,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=_positive_int, default=3)
-    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
-                   help="invert light-background photos to the dataset's dark background (auto)")
+    p.add_argument("--invert", choices=("auto", "yes", "no"), default=None,
+                   help="Fashion-MNIST runs: invert light-background photos to the dataset's dark background (auto); "
+                        "image-folder runs apply their recorded transform")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("models", help="list the registered models")
@@ -172,10 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", help="I,J: the unit's position in that layer's map (default: 0,0)")
 
     p = sub.add_parser("experiment", help="run one of the lecture's experiments")
-    p.add_argument("name", choices=("fmnist",), help="fmnist: the lecture's CNN vs an MLP on Fashion-MNIST")
-    p.add_argument("--out", default="runs/experiment-fmnist")
+    p.add_argument("name", choices=("fmnist", "transfer"),
+                   help="fmnist: the lecture's CNN vs an MLP on Fashion-MNIST; transfer: a backbone trained on 8 "
+                        "Fashion-MNIST classes transferred to the other 2 with few images, against training from "
+                        "scratch")
+    p.add_argument("--out", help="folder for the runs and the comparison (runs/experiment-NAME)")
     p.add_argument("--overwrite", action="store_true", help="train again even if finished runs exist")
-    p.add_argument("--epochs", type=_positive_int, help="override both recipes' epochs")
+    p.add_argument("--epochs", type=_positive_int, help="fmnist: override both recipes' epochs; transfer: the "
+                                                         "backbone's (3)")
+    p.add_argument("--shots", type=_positive_ints, metavar="K,K,...",
+                   help="transfer: labelled images per class of the two new classes (10,50,200)")
+    p.add_argument("--seeds", type=_positive_int, help="transfer: samples of the labelled images per size (3)")
+    p.add_argument("--steps", type=_positive_int, help="transfer: optimizer steps of each few-image run (200)")
     p.add_argument("--subset", type=_positive_int, help="train on the first N training images (quick look)")
     p.add_argument("--val-size", type=_non_negative_int, help="validation images carved from training (5000)")
     p.add_argument("--data-dir")
@@ -328,18 +411,36 @@ def _cmd_train(a: argparse.Namespace) -> int:
         metrics = fit(resume=a.resume, device=a.device, progress=a.progress)
         run = a.resume
     else:
+        transfer_flags = {"--weights": a.weights, "--head": a.head, "--freeze": a.freeze,
+                          "--backbone-lr-mult": a.backbone_lr_mult, "--extract-features": a.extract_features}
+        given = [flag for flag, v in transfer_flags.items() if v is not None]
+        if a.source is None and given:
+            raise _BadInput(f"{', '.join(given)} apply to transfer learning; give --from RUN or tv:NAME")
+        if a.source is not None and a.model is not None:
+            raise _BadInput(f"--model {a.model} and --from {a.source}: the architecture is the source's; drop --model")
+        optional = {k: v for k, v in (("freeze", a.freeze), ("backbone_lr_mult", a.backbone_lr_mult)) if v is not None}
         cfg = TrainConfig(
-            model=a.model, model_kwargs=dict(a.model_arg), dataset=a.dataset, data_dir=a.data_dir,
-            val_size=a.val_size, subset=a.subset, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+            model=a.model or TrainConfig.model, model_kwargs=dict(a.model_arg), dataset=a.dataset, data_dir=a.data_dir,
+            val_size=a.val_size, subset=a.subset, image_size=a.image_size, grayscale=a.grayscale, epochs=a.epochs,
+            batch_size=a.batch_size, lr=a.lr,
             optimizer=a.optimizer, momentum=a.momentum, weight_decay=a.weight_decay, schedule=a.schedule,
             warmup=a.warmup, label_smoothing=a.label_smoothing, augment=a.augment, crop_padding=a.crop_padding,
             hflip=a.hflip, seed=a.seed, device=a.device or "auto", precision=a.precision,
             channels_last=a.channels_last, compile=a.compile, sync_bn=a.sync_bn,
-            checkpoint_interval=a.checkpoint_interval,
+            checkpoint_interval=a.checkpoint_interval, classes=a.classes, per_class=a.per_class,
+            source=a.source, weights=a.weights, head=a.head, **optional,
         )
         from cnnlab.train.rundir import default_run_dir
 
-        run = a.out or str(default_run_dir(cfg.model))
+        if a.extract_features:
+            from cnnlab.train.transfer import extract_features
+
+            r = extract_features(cfg, a.extract_features, overwrite=a.overwrite)
+            sizes = ", ".join(f"{k} {v}" for k, v in r["sizes"].items())
+            print(f"{r['features']} features per image of {r['source']} ({sizes} images) -> {r['path']}")
+            return 0
+        source = None if a.source is None else os.path.basename(os.path.normpath(a.source)).replace(":", "-")
+        run = a.out or str(default_run_dir(cfg.model if source is None else f"{source}-transfer"))
         metrics = fit(cfg, run, overwrite=a.overwrite, progress=a.progress)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
         print(f"test accuracy {100 * metrics['test_accuracy']:.2f}%  ({metrics['test_images']} images)  "
@@ -348,14 +449,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from cnnlab.data import load_dataset
     from cnnlab.train import evaluate, load_run, make_eval_loader, resolve_device, resolve_precision
 
     dev = resolve_device(a.device)
     run = load_run(a.run, map_location=str(dev))
     cfg = run.config
-    data = load_dataset(run.data.get("name", cfg.dataset), a.data_dir or cfg.data_dir, val_size=cfg.val_size,
-                        subset=cfg.subset, seed=cfg.seed)
+    data = cfg.load_data(data_dir=a.data_dir, log=lambda s: print(s, file=sys.stderr))
     channels_last = cfg.channels_last and any(p.ndim == 4 for p in run.model.parameters())
     if channels_last:
         import torch
@@ -540,14 +639,26 @@ def _cmd_rf(a: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(a: argparse.Namespace) -> int:
-    from cnnlab.experiments import format_fmnist, run_fmnist
+    from cnnlab.experiments import format_fmnist, format_transfer, run_fmnist, run_transfer
 
+    log = (lambda s: print(s, file=sys.stderr)) if a.json else print
+    out = a.out or f"runs/experiment-{a.name}"
+    if a.name == "transfer":
+        backbone = {k: getattr(a, k) for k in ("epochs", "subset", "val_size") if getattr(a, k) is not None}
+        common = {"device": a.device, **({"data_dir": a.data_dir} if a.data_dir is not None else {})}
+        options = {k: getattr(a, k) for k in ("shots", "seeds", "steps") if getattr(a, k) is not None}
+        result = run_transfer(out, overwrite=a.overwrite, backbone_overrides=backbone, overrides=common, log=log,
+                              progress=a.progress, **options)
+        print(json.dumps(result, indent=2) if a.json else "\n" + format_transfer(result))
+        return 0
+    given = [f"--{k}" for k in ("shots", "seeds", "steps") if getattr(a, k) is not None]
+    if given:
+        raise _BadInput(f"{', '.join(given)} apply to the transfer experiment, not {a.name}")
     overrides: dict[str, Any] = {"device": a.device}
     for key in ("epochs", "subset", "val_size", "data_dir"):
         if getattr(a, key) is not None:
             overrides[key] = getattr(a, key)
-    log = (lambda s: print(s, file=sys.stderr)) if a.json else print
-    result = run_fmnist(a.out, overwrite=a.overwrite, overrides=overrides, log=log, progress=a.progress)
+    result = run_fmnist(out, overwrite=a.overwrite, overrides=overrides, log=log, progress=a.progress)
     print(json.dumps(result, indent=2) if a.json else "\n" + format_fmnist(result))
     return 0
 
@@ -752,9 +863,9 @@ _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "m
 def main(argv: Sequence[str] | None = None) -> int:
     from cnnlab.data import DataNotFoundError, DatasetError, IDXError
     from cnnlab.analysis import ShapeError
-    from cnnlab.models import UnknownModelError, WeightsError
+    from cnnlab.models import TransferError, UnknownModelError, WeightsError
     from cnnlab.viz import VizError
-    from cnnlab.predict import ImageReadError
+    from cnnlab.predict import PredictError
     from cnnlab.train import (CheckpointError, ConfigError, RunError, TrainingDivergedError,
                               TrainingInterrupted)
 
@@ -762,7 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except (ConfigError, UnknownModelError, DatasetError, DataNotFoundError, IDXError, RunError,
-            CheckpointError, ImageReadError, _BadInput, ShapeError, WeightsError, VizError) as e:
+            CheckpointError, PredictError, _BadInput, ShapeError, WeightsError, VizError, TransferError) as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TypeError as e:  # a bad --model-arg

@@ -1,20 +1,29 @@
-"""Classify image files with a trained run: decode, match the training preprocessing, top-k."""
+"""Classify image files with a trained run: decode, match the training preprocessing, top-k.
+
+A run trained on an image folder recorded its transform (``config.json``: ``data.transform``) and
+new images get exactly that one (:class:`cnnlab.data.ImageTransform`); a Fashion-MNIST run's
+images are made to look like Fashion-MNIST (:func:`load_image`).
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from cnnlab.data import normalize
+from cnnlab.data import ImageDecodeError, ImageTransform, normalize
 from cnnlab.train.rundir import LoadedRun
 
-__all__ = ["ImageReadError", "load_image", "predict_files"]
+__all__ = ["PredictError", "ImageReadError", "load_image", "load_run_image", "predict_files"]
 
 
-class ImageReadError(ValueError):
+class PredictError(ValueError):
+    """An image or an option that cannot be used with the run; the message says which."""
+
+
+class ImageReadError(PredictError):
     pass
 
 
@@ -52,12 +61,32 @@ def load_image(path: str | os.PathLike, in_channels: int, size: Sequence[int], i
     return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
 
 
+def load_run_image(path: str | os.PathLike, data: Mapping[str, Any], invert: str | None = None) -> torch.Tensor:
+    """Decode ``path`` to uint8 (C, H, W) as the run's training images were (``data``: the run's
+    ``config.json["data"]``): with its recorded transform (image-folder runs), else :func:`load_image`
+    (``invert``: ``"auto"`` when None; image-folder runs take none)."""
+    if "transform" not in data:
+        return load_image(path, data["in_channels"], data["image_size"], invert or "auto")
+    if invert is not None:
+        raise PredictError(f"--invert applies to runs trained on Fashion-MNIST; this run was trained on "
+                           f"{data.get('name', 'an image folder')} and decodes images with its recorded transform")
+    try:
+        transform = ImageTransform.from_dict(data["transform"])
+    except ValueError as e:
+        raise PredictError(str(e)) from None
+    try:
+        return torch.from_numpy(transform(path))
+    except ImageDecodeError as e:
+        raise ImageReadError(str(e)) from None
+
+
 @torch.inference_mode()
-def predict_files(run: LoadedRun, paths: Sequence[str], top: int = 3, invert: str = "auto") -> list[dict[str, Any]]:
-    """Top-``top`` classes with probabilities for each image file."""
+def predict_files(run: LoadedRun, paths: Sequence[str], top: int = 3,
+                  invert: str | None = None) -> list[dict[str, Any]]:
+    """Top-``top`` classes with probabilities for each image file (decoded by :func:`load_run_image`)."""
     data = run.data
     classes = data["classes"]
-    x = torch.stack([load_image(p, data["in_channels"], data["image_size"], invert) for p in paths])
+    x = torch.stack([load_run_image(p, data, invert) for p in paths])
     model = run.model.eval()
     device = next(model.parameters()).device
     probs = torch.softmax(model(normalize(x.to(device), data["mean"], data["std"])).float(), dim=1).cpu()

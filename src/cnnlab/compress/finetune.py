@@ -67,7 +67,7 @@ def make_finetune(cfg: TrainConfig, data: DataSplits, *, device: str | torch.dev
                         break
                     lr = recipe.lr * _lr_at(epoch * steps_per_epoch + step, total)
                     for g in optimizer.param_groups:
-                        g["lr"] = lr
+                        g["lr"] = lr * g.get("lr_scale", 1.0)  # a transferred model's backbone: its multiplier
                     out = model(x)
                     loss = criterion(out.float(), y)
                     optimizer.zero_grad(set_to_none=True)

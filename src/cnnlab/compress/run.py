@@ -152,8 +152,6 @@ def compress_run(
     1 and 256 with ``threads`` threads, for the compressed and the float model (off in tests); ``repeats``:
     timed passes per latency (default adaptive, see :func:`cnnlab.compare.measure_latency`).
     """
-    from cnnlab.data import load_dataset
-
     settings = dict(settings or {})
     compress_fn, _ = _functions(method)
     valid = _settings_of(compress_fn)
@@ -179,8 +177,7 @@ def compress_run(
         raise CompressError(f"--out {out} exists; pass --overwrite to replace it, or choose another --out")
 
     cfg = base.config
-    data = load_dataset(base.data.get("name", cfg.dataset), cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
-                        subset=subset if subset is not None else cfg.subset)
+    data = cfg.load_data(**({} if subset is None else {"subset": subset}), log=log)
     if "mean" in base.data and "std" in base.data:  # normalise as the run was trained, whatever the subset
         data = dataclasses.replace(data, mean=tuple(base.data["mean"]), std=tuple(base.data["std"]))
     # evaluated as `cnnlab eval` will evaluate the output run: float32, in the run's memory format

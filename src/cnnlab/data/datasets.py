@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from cnnlab.data.fashion_mnist import load_fashion_mnist
 
-__all__ = ["DataSplits", "DatasetError", "UnknownDatasetError", "load_dataset", "list_datasets", "channel_stats"]
+__all__ = ["DataSplits", "DatasetError", "UnknownDatasetError", "load_dataset", "list_datasets", "channel_stats",
+           "select_classes", "FASHION_MNIST_VAL_SIZE", "FOLDER_PREFIX"]
 
 
 class DatasetError(ValueError):
@@ -24,7 +27,8 @@ class UnknownDatasetError(DatasetError):
 
 @dataclass
 class DataSplits:
-    """A dataset held in memory: images uint8 (N, C, H, W), labels int64 (N,).
+    """A dataset held in memory: images uint8 (N, C, H, W), labels int64 (N,). (An image folder larger
+    than its memory limit is memory-mapped from its disk cache instead: :mod:`cnnlab.data.folder`.)
 
     ``mean`` and ``std`` are per-channel statistics of the training images in [0, 1] units; the
     test split is meant for final evaluation only.
@@ -71,11 +75,23 @@ class DataSplits:
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units."""
-    x = images.double().div_(255.0)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
-    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+    """Per-channel mean and (sample) std of uint8 images (N, C, H, W), in [0, 1] units.
+
+    Exact integer sums over chunks of about 4M values, so a memory-mapped dataset larger than
+    memory is read once and never held as floats.
+    """
+    n_images, channels = images.shape[:2]
+    chunk = max(1, (1 << 22) // max(1, images[0].numel())) if n_images else 1
+    total = [0] * channels
+    squares = [0] * channels
+    for start in range(0, n_images, chunk):
+        x = images[start : start + chunk].to(torch.int64)
+        total = [t + int(v) for t, v in zip(total, x.sum(dim=(0, 2, 3)))]
+        squares = [q + int(v) for q, v in zip(squares, x.square().sum(dim=(0, 2, 3)))]
+    n = max(n_images * int(images.shape[2]) * int(images.shape[3]), 2)
+    mean = [t / n / 255.0 for t in total]
+    var = [(q * n - t * t) / (n * (n - 1)) / 255.0**2 for t, q in zip(total, squares)]
+    return tuple(round(v, 6) for v in mean), tuple(round(max(math.sqrt(v), 1e-6), 6) for v in var)
 
 
 def _split(
@@ -135,6 +151,45 @@ def _fashion_mnist(data_dir, *, val_size, subset, seed) -> DataSplits:
 
 
 _DATASETS: dict[str, Callable[..., DataSplits]] = {"fashion-mnist": _fashion_mnist}
+#: Fashion-MNIST's validation split when ``val_size`` is None: 5,000 of its 60,000 training images.
+FASHION_MNIST_VAL_SIZE = 5000
+#: ``--dataset folder:PATH``: an image folder (:mod:`cnnlab.data.folder`)
+FOLDER_PREFIX = "folder:"
+
+
+def select_classes(data: DataSplits, classes: Sequence[str] | None = None, per_class: int | None = None) -> DataSplits:
+    """Keep the images of ``classes`` (names, relabelled 0.. in the order given) in every split, and at most
+    the first ``per_class`` training images of each class (in the split's seeded order, so a smaller
+    ``per_class`` picks a subset of a larger one's images). Mean and std are those of the training
+    images kept; ``info`` records ``per_class``."""
+    if classes is None and per_class is None:
+        return data
+    names = list(data.classes) if classes is None else list(classes)
+    unknown = [c for c in names if c not in data.classes]
+    if unknown or len(set(names)) != len(names) or len(names) < 2:
+        raise DatasetError(f"--classes {','.join(names)}: give two or more different class names of {data.name} "
+                           f"({', '.join(data.classes)})" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    if per_class is not None and per_class <= 0:
+        raise DatasetError(f"--per-class must be a positive integer, got {per_class}")
+    old = torch.tensor([data.classes.index(c) for c in names])
+    relabel = torch.full((len(data.classes),), -1, dtype=torch.int64)
+    relabel[old] = torch.arange(len(names))
+
+    def keep(x: torch.Tensor, y: torch.Tensor, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        new = relabel[y]
+        idx = torch.cat([torch.nonzero(new == c).flatten()[:limit] for c in range(len(names))]).sort().values
+        return x[idx], new[idx]
+
+    train_x, train_y = keep(data.train_x, data.train_y, per_class)
+    counts = torch.bincount(train_y, minlength=len(names))
+    if int(counts.min()) == 0:
+        raise DatasetError(f"--classes: no training images of {names[int(counts.argmin())]} in {data.name}")
+    val_x, val_y = keep(data.val_x, data.val_y, None)
+    test_x, test_y = keep(data.test_x, data.test_y, None)
+    mean, std = channel_stats(train_x)
+    return dataclasses.replace(data, classes=tuple(names), train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
+                               test_x=test_x, test_y=test_y, mean=mean, std=std,
+                               info={**data.info, "per_class": per_class})
 
 
 def list_datasets() -> list[str]:
@@ -145,13 +200,37 @@ def load_dataset(
     name: str = "fashion-mnist",
     data_dir: str | os.PathLike | None = None,
     *,
-    val_size: int = 5000,
+    val_size: int | float | None = None,
     subset: int | None = None,
     seed: int = 0,
+    classes: Sequence[str] | None = None,
+    per_class: int | None = None,
+    image_size: int | Sequence[int] | None = None,
+    grayscale: bool | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> DataSplits:
-    """Load dataset ``name`` with a validation split of ``val_size`` images carved from the
-    training set by a permutation seeded with ``seed``; ``subset`` keeps the first N of the
-    remaining (shuffled) training images."""
+    """Load dataset ``name`` with a validation split of ``val_size`` images (default
+    :data:`FASHION_MNIST_VAL_SIZE`) carved from the training set by a permutation seeded with
+    ``seed``; ``subset`` keeps the first N of the remaining (shuffled) training images; ``classes``
+    and ``per_class``: :func:`select_classes`.
+
+    ``folder:PATH`` is an image folder (:func:`cnnlab.data.folder.load_folder`): there ``val_size``
+    is a fraction of each class or a count, ``image_size`` and ``grayscale`` set the transform, and
+    ``log`` receives its progress and warnings."""
+    if name.startswith(FOLDER_PREFIX):
+        from cnnlab.data.folder import load_folder  # folder builds on this module's DataSplits
+
+        if data_dir is not None:
+            raise DatasetError(f"--data-dir applies to fashion-mnist; {name} names its own folder")
+        data = load_folder(name[len(FOLDER_PREFIX):], image_size=image_size, grayscale=grayscale, val_size=val_size,
+                           subset=subset, seed=seed, log=log)
+        return select_classes(data, classes, per_class)
     if name not in _DATASETS:
-        raise UnknownDatasetError(f"unknown dataset {name!r}; valid: {', '.join(list_datasets())}")
-    return _DATASETS[name](data_dir, val_size=val_size, subset=subset, seed=seed)
+        raise UnknownDatasetError(f"unknown dataset {name!r}; valid: {', '.join(list_datasets())}, folder:PATH")
+    if image_size is not None or grayscale is not None:
+        raise DatasetError(f"--image-size and --grayscale apply to image folders (folder:PATH), not {name}")
+    if val_size is None:
+        val_size = FASHION_MNIST_VAL_SIZE
+    if not isinstance(val_size, int):
+        raise DatasetError(f"--val-size for {name} is a count of images, got {val_size!r}")
+    return select_classes(_DATASETS[name](data_dir, val_size=val_size, subset=subset, seed=seed), classes, per_class)

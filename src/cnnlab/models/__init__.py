@@ -18,6 +18,20 @@ from cnnlab.models.registry import (
     model_spec,
     register_model,
 )
+from cnnlab.models.transfer import (
+    TRANSFER_HEADS,
+    EvalBatchNorm1d,
+    EvalBatchNorm2d,
+    EvalBatchNorm3d,
+    TransferError,
+    adapt_input_channels,
+    default_head,
+    freeze,
+    head_module,
+    replace_head,
+    transfer,
+    transfer_blocks,
+)
 from cnnlab.models.weights import WeightsError, load_state_dict_file, read_state_dict
 
 
@@ -31,4 +45,6 @@ __all__ = [
     "ResNetSmall", "VGGSmall", "ModelInfo", "UnknownModelError", "WeightsError", "ZOO_PREFIX", "build_from_spec",
     "count_parameters", "create_model", "list_models", "load_state_dict_file", "model_entrypoint", "model_info",
     "model_spec", "read_state_dict", "register_model",
+    "TRANSFER_HEADS", "EvalBatchNorm1d", "EvalBatchNorm2d", "EvalBatchNorm3d", "TransferError", "adapt_input_channels",
+    "default_head", "freeze", "head_module", "replace_head", "transfer", "transfer_blocks",
 ]

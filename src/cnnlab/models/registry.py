@@ -137,4 +137,11 @@ def model_spec(model: nn.Module) -> dict:
 
 
 def build_from_spec(spec: dict) -> nn.Module:
-    return create_model(spec["name"], **spec.get("kwargs", {}))
+    """The model a spec describes, with fresh weights: ``create_model(name, **kwargs)``, then the
+    transfers recorded under ``"transfer"`` (:func:`cnnlab.models.transfer.apply_transfer_spec`)."""
+    model = create_model(spec["name"], **spec.get("kwargs", {}))
+    if spec.get("transfer"):
+        from cnnlab.models.transfer import apply_transfer_spec
+
+        apply_transfer_spec(model, spec["transfer"])
+    return model

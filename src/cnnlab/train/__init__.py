@@ -14,10 +14,12 @@ from cnnlab.train.engine import (
     resolve_precision,
 )
 from cnnlab.train.rundir import LoadedRun, RunDir, RunError, RunExistsError, load_run
+from cnnlab.train.transfer import build_transfer_model, extract_features, source_name
 
 __all__ = [
     "CheckpointError", "load_checkpoint", "load_weights", "save_checkpoint", "save_weights",
     "ConfigError", "TrainConfig", "TrainingDivergedError", "TrainingInterrupted", "autocast",
     "build_optimizer", "evaluate", "fit", "make_eval_loader", "resolve_device", "resolve_precision",
-    "LoadedRun", "RunDir", "RunError", "RunExistsError", "load_run",
+    "LoadedRun", "RunDir", "RunError", "RunExistsError", "load_run", "build_transfer_model", "extract_features",
+    "source_name",
 ]

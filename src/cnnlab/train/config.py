@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from cnnlab.data.datasets import FASHION_MNIST_VAL_SIZE, FOLDER_PREFIX
+
+if TYPE_CHECKING:
+    from cnnlab.data import DataSplits
 
 __all__ = ["TrainConfig", "ConfigError", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "DEVICES"]
 
@@ -32,8 +37,24 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
-    val_size: int = 5000
+    # a count of images, or (image folders) a fraction of each class; None: the dataset's default
+    # (Fashion-MNIST: 5,000, filled in by validate(); folders: 0.1 where there is no val/ folder)
+    val_size: int | float | None = None
     subset: int | None = None
+    # image folders (--dataset folder:PATH): output size (H, or [H, W]; None: 64) after resizing the
+    # shorter side and cropping the centre, and channels (None: grayscale only if every image is)
+    image_size: int | list[int] | None = None
+    grayscale: bool | None = None
+    classes: list[str] | None = None  # keep these classes (names, in this order); None: all
+    per_class: int | None = None  # at most N training images per class
+    # transfer learning (`cnnlab train --from`): the source (a run directory or tv:NAME; `model` is then
+    # the source's architecture), its weights file (tv:NAME), the new head (None: the source's default),
+    # what is frozen ("features", "none" or the first N blocks) and the backbone's share of the lr
+    source: str | None = None
+    weights: str | None = None
+    head: str | None = None
+    freeze: str | int = "features"
+    backbone_lr_mult: float = 0.1
     epochs: int = 20
     batch_size: int = 256
     lr: float | None = None  # None: the optimizer's default (DEFAULT_LR)
@@ -78,8 +99,25 @@ class TrainConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr!r}")
         if self.subset is not None and self.subset <= 0:
             raise ConfigError(f"--subset must be a positive integer, got {self.subset!r}")
-        if self.val_size < 0:
+        folder = self.dataset.startswith(FOLDER_PREFIX)
+        if self.val_size is None and not folder:
+            self.val_size = FASHION_MNIST_VAL_SIZE
+        if isinstance(self.val_size, float) and not folder:
+            raise ConfigError(f"--val-size {self.val_size!r}: {self.dataset} takes a count of images (fractions are "
+                              "for image folders)")
+        if isinstance(self.val_size, float) and not 0 <= self.val_size < 1:
+            raise ConfigError(f"--val-size {self.val_size!r}: a fraction must be in [0, 1)")
+        if isinstance(self.val_size, int) and self.val_size < 0:
             raise ConfigError(f"--val-size must be 0 or more, got {self.val_size!r}")
+        if not folder and (self.image_size is not None or self.grayscale is not None):
+            raise ConfigError(f"--image-size and --grayscale apply to image folders (--dataset folder:PATH), "
+                              f"not {self.dataset}")
+        if self.image_size is not None:
+            sizes = list(self.image_size) if isinstance(self.image_size, (list, tuple)) else [self.image_size]
+            if not 1 <= len(sizes) <= 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                   for v in sizes):
+                raise ConfigError(f"--image-size must be N or H,W (positive integers), got {self.image_size!r}")
+            self.image_size = sizes[0] if len(sizes) == 1 else sizes
         if self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be 0 or more, got {self.weight_decay!r}")
         if not 0 <= self.label_smoothing < 1:
@@ -88,9 +126,35 @@ class TrainConfig:
             raise ConfigError(f"--warmup must be in [0, 1), got {self.warmup!r}")
         if self.crop_padding < 0:
             raise ConfigError(f"--crop-padding must be 0 or more, got {self.crop_padding!r}")
+        if self.per_class is not None and (not isinstance(self.per_class, int) or self.per_class <= 0):
+            raise ConfigError(f"--per-class must be a positive integer, got {self.per_class!r}")
+        if self.source is None:
+            given = [flag for flag, v in (("--weights", self.weights), ("--head", self.head)) if v is not None]
+            if given:
+                raise ConfigError(f"{' and '.join(given)} apply to transfer learning; give --from RUN or tv:NAME")
+        elif self.model_kwargs:
+            raise ConfigError(f"--model-arg {', '.join(self.model_kwargs)}: the architecture is the --from source's; "
+                              "drop --model-arg")
+        if not (self.freeze in ("features", "none") or
+                (isinstance(self.freeze, int) and not isinstance(self.freeze, bool) and self.freeze >= 0)):
+            raise ConfigError(f"--freeze {self.freeze!r} is not valid; choose features, none, or a number of blocks "
+                              "(0, 1, ...)")
+        if not self.backbone_lr_mult > 0:
+            raise ConfigError(f"--backbone-lr-mult must be positive, got {self.backbone_lr_mult!r} (to keep the "
+                              "backbone fixed, use --freeze features)")
         if self.checkpoint_interval <= 0:
             raise ConfigError(f"--checkpoint-interval must be positive seconds, got {self.checkpoint_interval!r}")
         return self
+
+    def load_data(self, *, data_dir: str | None = None, log: Any = None, **overrides: Any) -> "DataSplits":
+        """The dataset as this recipe trains on it: the same split, classes, image transform and subset
+        (``data_dir`` overrides the recorded folder; ``overrides`` replace ``load_dataset`` arguments, e.g.
+        ``subset``). Training, ``eval``, ``viz`` and ``compress`` all load a run's data through here."""
+        from cnnlab.data import load_dataset
+
+        kwargs = {"val_size": self.val_size, "subset": self.subset, "seed": self.seed, "image_size": self.image_size,
+                  "grayscale": self.grayscale, "classes": self.classes, "per_class": self.per_class, "log": log}
+        return load_dataset(self.dataset, data_dir or self.data_dir, **(kwargs | overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

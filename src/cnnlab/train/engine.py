@@ -11,6 +11,7 @@ exactly the steps an uninterrupted run would (bitwise on the same CPU and thread
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import sys
@@ -23,13 +24,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.data import Augment, BatchLoader, DataSplits, derive_seed, load_dataset
-from cnnlab.models import count_parameters, create_model, model_entrypoint, model_spec
+from cnnlab.data import Augment, BatchLoader, DataSplits, derive_seed
+from cnnlab.models import build_from_spec, count_parameters, create_model, head_module, model_entrypoint, model_spec
 from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from cnnlab.train.config import ConfigError, TrainConfig
 from cnnlab.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from cnnlab.train.rundir import RunDir, RunError, default_run_dir, machine_info
 from cnnlab.train.schedule import lr_factor
+from cnnlab.train.transfer import build_transfer_model, source_name
 
 __all__ = [
     "fit", "evaluate", "resolve_device", "resolve_precision", "autocast", "build_optimizer",
@@ -77,10 +79,22 @@ def autocast(device: torch.device, precision: str):
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Weight decay applies to weight matrices and kernels, not to biases or BatchNorm parameters."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """Weight decay applies to weight matrices and kernels, not to biases or BatchNorm parameters. A
+    transferred model's backbone (every trainable parameter outside its new head) learns at
+    ``lr * cfg.backbone_lr_mult``: its groups carry that ``lr_scale``, which the schedule applies."""
+    def split(params: list[nn.Parameter]) -> list[dict[str, Any]]:
+        return [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+                {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head = head_module(model)
+    if head is None:
+        groups = split([p for _, p in trainable])
+    else:
+        groups = []
+        for scale, in_head in ((1.0, True), (cfg.backbone_lr_mult, False)):
+            params = [p for n, p in trainable if n.startswith(head + ".") == in_head]
+            groups += [dict(g, lr_scale=scale) for g in split(params) if g["params"]]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     if cfg.optimizer == "adam":
@@ -172,7 +186,9 @@ def fit(
     (and the trained model, with ``return_model``).
 
     Args:
-        cfg: the settings; ignored with ``resume`` (the run's own ``config.json`` is used).
+        cfg: the settings; ignored with ``resume`` (the run's own ``config.json`` is used). With
+            ``cfg.source``, the model is that run's or torchvision model's, transferred to the dataset
+            (:func:`cnnlab.train.transfer.build_transfer_model`); a resumed run is rebuilt from its ``model.json``.
         out: the run directory (default ``runs/<model>-<timestamp>``).
         resume: continue the run directory at this path from its last checkpoint.
         overwrite: replace an existing run directory at ``out``.
@@ -192,6 +208,8 @@ def fit(
         cfg = cfg or TrainConfig()
         run = RunDir(Path(out) if out is not None else default_run_dir(cfg.model))
     cfg.validate()
+    if cfg.source is not None and resume is None:  # a transfer: the architecture is the source's
+        cfg.model = source_name(cfg)  # a missing source fails here, before any data is loaded
     model_entrypoint(cfg.model)  # an unknown model fails here, before any data is loaded
     dev = resolve_device(cfg.device)
     dist_info = init_distributed(dev.type)
@@ -216,7 +234,7 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
     if not resumed and dist_info.is_main:
         run.prepare(overwrite=overwrite, check_only=True)  # fail before the data is loaded
     if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset, seed=cfg.seed)
+        data = cfg.load_data(log=log)
     if len(data.train_y) < cfg.batch_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train_y)} training images; "
                           "use a smaller --batch-size")
@@ -227,9 +245,20 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
     if dist_info.enabled:
         torch.distributed.barrier()
     torch.manual_seed(cfg.seed)
-    kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size[0]}
-    kwargs.update(cfg.model_kwargs)
-    model = create_model(cfg.model, **kwargs).to(dev)
+    if resumed:  # the run's own record: a transfer run's source may be gone, its normalisation was the source's
+        model = build_from_spec(run.read_json("model.json")).to(dev)
+        saved = run.read_json("config.json").get("data", {})
+        if "mean" in saved and "std" in saved:
+            data = dataclasses.replace(data, mean=tuple(saved["mean"]), std=tuple(saved["std"]))
+    elif cfg.source is not None:
+        model, data = build_transfer_model(cfg, data)
+        model = model.to(dev)
+    else:
+        h, w = data.image_size
+        kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes,
+                  "image_size": h if h == w else [h, w]}
+        kwargs.update(cfg.model_kwargs)
+        model = create_model(cfg.model, **kwargs).to(dev)
     channels_last = cfg.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -299,7 +328,7 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
             for step, (x, y) in enumerate(train_loader.epoch(epoch, first), start=first):
                 lr = cfg.lr * lr_factor(cfg.schedule, epoch * steps_per_epoch + step, total_steps, cfg.warmup)
                 for g in optimizer.param_groups:
-                    g["lr"] = lr
+                    g["lr"] = lr * g.get("lr_scale", 1.0)
                 torch.manual_seed(derive_seed(cfg.seed, epoch, step, dist_info.rank, 3))
                 with autocast(dev, precision):
                     out = train_model(x)

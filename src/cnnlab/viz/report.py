@@ -90,7 +90,6 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
     """Run the chosen methods on a run directory's model; write PNGs and ``index.html`` into ``out``
     (default ``RUN/viz``). Returns what was written and, with ``faithfulness``, the deletion/insertion
     table."""
-    from cnnlab.data import load_dataset
     from cnnlab.train import RunDir, load_run
 
     methods = list(METHODS) if methods == "all" or methods == ["all"] else \
@@ -114,18 +113,16 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
     gc_name, _ = conv_layer(model, layer)  # checks --layer: a conv layer or a clear error
 
     if image_files:
-        from cnnlab.predict import load_image
+        from cnnlab.predict import load_run_image
 
-        raw = torch.stack([load_image(p, info.get("in_channels", 1), tuple(info.get("image_size", (28, 28))))
-                           for p in image_files])
+        raw = torch.stack([load_run_image(p, info) for p in image_files])
         labels = None
         names = [Path(p).name for p in image_files]
         data = None
     else:
         if n_images < 1:
             raise VizError(f"--images must be a positive integer; got {n_images}")
-        data = load_dataset(info.get("name", "fashion-mnist"), data_dir=data_dir, val_size=info.get("val_size", 5000),
-                            seed=info.get("split_seed", 0))
+        data = loaded.config.load_data(data_dir=data_dir)
         raw, labels = data.test_x[:n_images], data.test_y[:n_images]
         names = [f"test #{i}" for i in range(len(raw))]
     m = torch.tensor(mean).view(1, -1, 1, 1)

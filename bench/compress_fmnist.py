@@ -13,7 +13,6 @@ machine's load hits all models alike. Writes ``bench/out/compress_fmnist.json``,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from cnnlab._io import atomic_write_json, atomic_write_text
 from cnnlab.compare import busy_warning, measure_latency
 from cnnlab.compress.sweep import SWEEP, compress_sweep, format_sweep, plot_sweep
 from cnnlab.train import load_run
@@ -78,14 +78,13 @@ def main() -> int:
         r["threads"] = a.threads
     result["threads"] = a.threads
     out = Path(a.out)
-    (out / "sweep.json").write_text(json.dumps(result, indent=2))
-    (out / "sweep.md").write_text(format_sweep(result, markdown=True) + "\n")
+    atomic_write_json(out / "sweep.json", result)
+    atomic_write_text(out / "sweep.md", format_sweep(result, markdown=True) + "\n")
     plot_sweep(result, out / "sweep.png")
     record = {"command": " ".join([".venv/bin/python", *sys.argv]), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "machine": machine_info(), "busy_warning": warning, "compress_seconds": compress_s,
               "latency_rounds": a.rounds, "rows": result["rows"]}
-    Path("bench/out").mkdir(parents=True, exist_ok=True)
-    Path("bench/out/compress_fmnist.json").write_text(json.dumps(record, indent=2))
+    atomic_write_json("bench/out/compress_fmnist.json", record)
     print(format_sweep(result, markdown=True))
     return 0
 

@@ -14,7 +14,6 @@ place when complete: a killed ``compress`` leaves no half-written run (run it ag
 from __future__ import annotations
 
 import copy
-import dataclasses
 import importlib
 import inspect
 import json
@@ -154,6 +153,7 @@ def compress_run(
     """
     settings = dict(settings or {})
     compress_fn, _ = _functions(method)
+    takes = inspect.signature(compress_fn).parameters  # what the method needs besides its settings
     valid = _settings_of(compress_fn)
     for key in settings:
         if key not in valid:
@@ -162,14 +162,16 @@ def compress_run(
         finetune_epochs = DEFAULT_FINETUNE_EPOCHS[method]
     if finetune_epochs < 0:
         raise CompressError(f"--finetune-epochs must be 0 or more; got {finetune_epochs}")
-    if method == "quantize" and finetune_epochs:
-        raise CompressError(f"--finetune-epochs {finetune_epochs}: quantize is post-training (calibration only); "
-                            "fine-tuning applies to prune, cluster, inq and binarize")
+    if finetune_epochs and "finetune" not in takes:
+        retrain = [m for m in METHODS if "finetune" in inspect.signature(_functions(m)[0]).parameters]
+        raise CompressError(f"--finetune-epochs {finetune_epochs}: {method} is post-training (no fine-tuning); "
+                            f"fine-tuning applies to {', '.join(retrain)}")
     src = Path(run)
     base = load_run(src)  # a run without weights fails here, naming it
-    if "compression" in base.run.read_json("model.json"):
-        raise CompressError(f"{src} is already compressed ({base.run.read_json('model.json')['compression']['method']});"
-                            " compress the float run it came from")
+    base_spec = base.run.read_json("model.json")
+    if "compression" in base_spec:
+        raise CompressError(f"{src} is already compressed ({base_spec['compression']['method']}); "
+                            "compress the float run it came from")
     out = Path(out) if out is not None else default_out(src, method, settings)
     if out.resolve() == src.resolve():
         raise CompressError(f"--out {out} is the input run; the input run is never modified, choose another --out")
@@ -177,9 +179,8 @@ def compress_run(
         raise CompressError(f"--out {out} exists; pass --overwrite to replace it, or choose another --out")
 
     cfg = base.config
-    data = cfg.load_data(**({} if subset is None else {"subset": subset}), log=log)
-    if "mean" in base.data and "std" in base.data:  # normalise as the run was trained, whatever the subset
-        data = dataclasses.replace(data, mean=tuple(base.data["mean"]), std=tuple(base.data["std"]))
+    # normalised as the run was trained, whatever the subset
+    data = cfg.load_data(**({} if subset is None else {"subset": subset}), log=log).normalised_as(base.data)
     # evaluated as `cnnlab eval` will evaluate the output run: float32, in the run's memory format
     channels_last = bool(cfg.channels_last) and any(p.ndim == 4 for p in base.model.parameters())
     loader = make_eval_loader(data.test_x, data.test_y, data, "cpu", cfg.eval_batch_size, channels_last)
@@ -193,13 +194,13 @@ def compress_run(
     try:
         model = copy.deepcopy(float_model)
         kwargs = dict(settings)
-        if "input_size" in inspect.signature(compress_fn).parameters:
+        if "input_size" in takes:
             kwargs["input_size"] = size_input
-        if method == "quantize":
+        if "calibration" in takes:
             kwargs["calibration"] = _calibration(data, CALIBRATION_IMAGES, cfg.seed)
-        else:
+        if "finetune" in takes:
             kwargs["finetune"] = make_finetune(cfg, data, max_steps=max_steps, log=log)
-            kwargs["finetune_epochs" if method != "inq" else "epochs_per_step"] = finetune_epochs
+            kwargs["epochs_per_step" if "epochs_per_step" in takes else "finetune_epochs"] = finetune_epochs
         log(f"{method}: compressing {src} ({', '.join(f'{k}={v}' for k, v in settings.items()) or 'defaults'}; "
             f"{finetune_epochs} fine-tuning epoch(s))")
         t0 = time.perf_counter()
@@ -211,7 +212,7 @@ def compress_run(
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         try:
-            spec = dict(base.run.read_json("model.json"))
+            spec = dict(base_spec)
             spec["compression"] = {"method": method, "settings": settings, "source": str(src)}
             size = write_artifact(tmp / ARTIFACT, result.tensors, result.meta)
             atomic_write_json(tmp / "model.json", spec)
@@ -222,7 +223,7 @@ def compress_run(
                 raise RuntimeError(f"{method}: the model rebuilt from {ARTIFACT} predicts differently "
                                    f"({test['accuracy']:.4f} vs {direct['accuracy']:.4f}); this is a bug in cnnlab")
             record = _record(method, settings, finetune_epochs, src, base, result, size, test, baseline, seconds,
-                             size_input, reloaded, float_model, threads if measure else None, repeats)
+                             size_input, reloaded, float_model, threads if measure else None, repeats, channels_last)
             _write_run(tmp, base, record, test, data, finetune_epochs)
             if out.exists():
                 shutil.rmtree(out)
@@ -237,7 +238,7 @@ def compress_run(
 
 
 def _record(method, settings, finetune_epochs, src, base, result: Compressed, size, test, baseline, seconds,
-            input_size, model, float_model, threads, repeats) -> dict[str, Any]:
+            input_size, model, float_model, threads, repeats, channels_last) -> dict[str, Any]:
     from cnnlab.analysis import summarize
     from cnnlab.train.rundir import machine_info
 
@@ -263,9 +264,8 @@ def _record(method, settings, finetune_epochs, src, base, result: Compressed, si
     else:
         record["macs"] = int(summarize(model, input_size).total_macs)
     if threads is not None:
-        cl = bool(base.config.channels_last) and any(isinstance(m, nn.Conv2d) for m in float_model.modules())
-        mine = _latency(model, input_size, threads, result.meta.get("channels_last", cl), repeats)
-        theirs = _latency(float_model, input_size, threads, cl, repeats)
+        mine = _latency(model, input_size, threads, result.meta.get("channels_last", channels_last), repeats)
+        theirs = _latency(float_model, input_size, threads, channels_last, repeats)
         record |= mine | {f"baseline_{k}": v for k, v in theirs.items()}
         record["speedup_b256"] = theirs["latency_ms_b256"] / mine["latency_ms_b256"]
         record["threads"] = threads

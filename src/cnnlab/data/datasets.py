@@ -6,7 +6,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +58,13 @@ class DataSplits:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def normalised_as(self, info: Mapping[str, Any]) -> "DataSplits":
+        """These splits with the mean and std a run recorded (``info``: its ``config.json["data"]``), so
+        that a subset, a class selection or a transfer source does not change how images are normalised."""
+        if "mean" not in info or "std" not in info:
+            return self
+        return dataclasses.replace(self, mean=tuple(info["mean"]), std=tuple(info["std"]))
 
     def describe(self) -> dict:
         """JSON-ready facts a run needs to preprocess new images the same way."""

@@ -11,7 +11,6 @@ exactly the steps an uninterrupted run would (bitwise on the same CPU and thread
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import signal
 import sys
@@ -247,9 +246,7 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
     torch.manual_seed(cfg.seed)
     if resumed:  # the run's own record: a transfer run's source may be gone, its normalisation was the source's
         model = build_from_spec(run.read_json("model.json")).to(dev)
-        saved = run.read_json("config.json").get("data", {})
-        if "mean" in saved and "std" in saved:
-            data = dataclasses.replace(data, mean=tuple(saved["mean"]), std=tuple(saved["std"]))
+        data = data.normalised_as(run.read_json("config.json").get("data", {}))
     elif cfg.source is not None:
         model, data = build_transfer_model(cfg, data)
         model = model.to(dev)

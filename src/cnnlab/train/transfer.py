@@ -68,7 +68,7 @@ def build_transfer_model(cfg: TrainConfig, data: DataSplits, num_classes: int | 
     transfer(model, data.num_classes if num_classes is None else num_classes, (data.in_channels, *data.image_size),
              head=cfg.head, freeze=cfg.freeze, source=cfg.source, weights=cfg.weights)
     if src_data.get("in_channels") == data.in_channels and "mean" in src_data and "std" in src_data:
-        data = dataclasses.replace(data, mean=tuple(src_data["mean"]), std=tuple(src_data["std"]),
+        data = dataclasses.replace(data.normalised_as(src_data),
                                    info={**data.info, "normalization": f"the source run's ({cfg.source})"})
     return model, data
 

@@ -90,21 +90,21 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
     """Run the chosen methods on a run directory's model; write PNGs and ``index.html`` into ``out``
     (default ``RUN/viz``). Returns what was written and, with ``faithfulness``, the deletion/insertion
     table."""
-    from cnnlab.train import RunDir, load_run
+    from cnnlab.train import load_run
 
     methods = list(METHODS) if methods == "all" or methods == ["all"] else \
         [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise VizError(f"unknown method {bad[0]!r}; valid: all, {', '.join(METHODS)}")
-    spec = RunDir(Path(run_path)).read_json("model.json") if Path(run_path).is_dir() else {}
+    loaded = load_run(run_path)
+    model, info = loaded.model, loaded.data
+    spec = loaded.run.read_json("model.json")
     if (spec.get("compression") or {}).get("method") == "quantize":
         raise VizError(f"{run_path} is an int8 quantized run: its integer kernels have no gradients and no float "
                        f"conv layers to look inside; visualise the float run it came from "
                        f"({spec['compression'].get('source')}) or a pruned, shared or binarized run")
-    loaded = load_run(run_path)
-    model, info = loaded.model, loaded.data
-    model_name = loaded.run.read_json("model.json").get("name", "model")
+    model_name = spec.get("name", "model")
     classes = info.get("classes") or [str(i) for i in range(10)]
     mean, std = info.get("mean", [0.0]), info.get("std", [1.0])
     out = Path(out) if out is not None else loaded.run.path / "viz"

@@ -36,7 +36,9 @@ import torch
 import torch.nn as nn
 
 from cnnlab._io import atomic_path, atomic_write_json, atomic_write_text
+from cnnlab._outdir import COMPARE, claim_output
 from cnnlab.analysis.summary import summarize
+from cnnlab.errors import CnnlabError
 from cnnlab.models import list_models, model_entrypoint
 from cnnlab.train import RunDir, TrainConfig, load_run
 from cnnlab.train.reuse import fit_or_reuse
@@ -54,7 +56,7 @@ LATENCY_BATCHES = (1, 256)
 _RECIPE_NEUTRAL = {"device", "data_dir", "checkpoint_interval", "eval_batch_size"}
 
 
-class CompareError(ValueError):
+class CompareError(CnnlabError):
     """A bad argument to a comparison; the message names the value and what would be valid."""
 
 
@@ -270,6 +272,8 @@ def compare_models(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CompareError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and os.listdir(out):
+        claim_output(out, COMPARE).release()  # a folder that is not cnnlab's fails here, before any check below
     for cfg in cfgs:  # a run of another recipe would make its row lie: refuse before training anything
         run = RunDir(out / cfg.model)
         if overwrite or not (run.metrics.is_file() or run.checkpoint.is_file()) or not run.config.is_file():
@@ -279,36 +283,37 @@ def compare_models(
             raise CompareError(f"{run.path} holds a {cfg.model} run of another recipe ({'; '.join(diff)}); "
                                "pass --overwrite to train it again, or choose another --out")
 
-    warning = busy_warning(threads)  # before training: our own training would raise the load
-    if warning:
-        log(f"warning: {warning}")
-    threads_before = torch.get_num_threads()
-    rows: list[dict[str, Any]] = []
-    try:
-        torch.set_num_threads(threads)
-        for cfg in cfgs:
-            path = out / cfg.model
-            metrics, how = fit_or_reuse(replace(cfg), path, overwrite=overwrite, log=log, progress=progress)
-            rows.append(_measure_run(cfg.model, path, metrics, how, threads, latency_repeats, channels_last, log))
-    finally:
-        torch.set_num_threads(threads_before)
+    with claim_output(out, COMPARE):  # one writer; a folder of cnnlab's
+        warning = busy_warning(threads)  # before training: our own training would raise the load
+        if warning:
+            log(f"warning: {warning}")
+        threads_before = torch.get_num_threads()
+        rows: list[dict[str, Any]] = []
+        try:
+            torch.set_num_threads(threads)
+            for cfg in cfgs:
+                path = out / cfg.model
+                metrics, how = fit_or_reuse(replace(cfg), path, overwrite=overwrite, log=log, progress=progress)
+                rows.append(_measure_run(cfg.model, path, metrics, how, threads, latency_repeats, channels_last, log))
+        finally:
+            torch.set_num_threads(threads_before)
 
-    first = rows[0]
-    for r in rows:
-        r["params_ratio"] = r["params"] / first["params"] if first["params"] else None
-        r["macs_ratio"] = r["macs"] / first["macs"] if first["macs"] else None
-        r["speedup_b256"] = first["latency_ms_b256"] / r["latency_ms_b256"]
-    info = machine_info()
-    info["torch_threads"] = threads
-    info["busy_warning"] = warning
-    recipe = {k: v for k, v in cfgs[0].to_dict().items() if k != "model"}
-    result = {"rows": rows, "recipe": recipe, "threads": threads, "latency_batches": list(LATENCY_BATCHES),
-              "machine": info, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_json(out / "compare.json", result)
-    atomic_write_text(out / "compare.md", format_compare(result, markdown=True))
-    plot_compare(result, out / "compare.png")
-    log(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
-    return result
+        first = rows[0]
+        for r in rows:
+            r["params_ratio"] = r["params"] / first["params"] if first["params"] else None
+            r["macs_ratio"] = r["macs"] / first["macs"] if first["macs"] else None
+            r["speedup_b256"] = first["latency_ms_b256"] / r["latency_ms_b256"]
+        info = machine_info()
+        info["torch_threads"] = threads
+        info["busy_warning"] = warning
+        recipe = {k: v for k, v in cfgs[0].to_dict().items() if k != "model"}
+        result = {"rows": rows, "recipe": recipe, "threads": threads, "latency_batches": list(LATENCY_BATCHES),
+                  "machine": info, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_json(out / "compare.json", result)
+        atomic_write_text(out / "compare.md", format_compare(result, markdown=True))
+        plot_compare(result, out / "compare.png")
+        log(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
+        return result
 
 
 def _measure_run(name: str, path: Path, metrics: dict[str, Any], how: str, threads: int, repeats: int | None,

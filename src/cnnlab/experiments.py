@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cnnlab._io import atomic_path, atomic_write_json, atomic_write_text
+from cnnlab._outdir import EXPERIMENT, claim_output
 from cnnlab.data import FASHION_MNIST_CLASSES
 from cnnlab.train import TrainConfig
 from cnnlab.train.reuse import fit_or_reuse
@@ -50,26 +51,27 @@ def run_fmnist(
     """Train (or reuse, or resume) the lecture's CNN and the MLP; write ``comparison.json`` and
     ``comparison.md`` in ``out`` and return the comparison."""
     out = Path(out)
-    rows = []
-    for name in models:
-        cfg = replace(FMNIST_RECIPES[name], **(overrides or {}))
-        metrics, how = fit_or_reuse(cfg, out / name, overwrite=overwrite, log=log, progress=progress)
-        rows.append({
-            "model": name,
-            "params": metrics["params"],
-            "lecture_accuracy": LECTURE_ACCURACY[name],
-            "test_accuracy": metrics["test_accuracy"],
-            "epochs": metrics["epochs"],
-            "train_seconds": metrics["train_seconds"],
-            "images_per_s": metrics["images_per_s"],
-            "precision": metrics.get("precision"),
-            "run": str(out / name),
-            "how": how,
-        })
-    result = {"experiment": "fmnist", "rows": rows}
-    atomic_write_json(out / "comparison.json", result)
-    atomic_write_text(out / "comparison.md", format_fmnist(result, markdown=True))
-    return result
+    with claim_output(out, EXPERIMENT):  # one writer; a folder of cnnlab's
+        rows = []
+        for name in models:
+            cfg = replace(FMNIST_RECIPES[name], **(overrides or {}))
+            metrics, how = fit_or_reuse(cfg, out / name, overwrite=overwrite, log=log, progress=progress)
+            rows.append({
+                "model": name,
+                "params": metrics["params"],
+                "lecture_accuracy": LECTURE_ACCURACY[name],
+                "test_accuracy": metrics["test_accuracy"],
+                "epochs": metrics["epochs"],
+                "train_seconds": metrics["train_seconds"],
+                "images_per_s": metrics["images_per_s"],
+                "precision": metrics.get("precision"),
+                "run": str(out / name),
+                "how": how,
+            })
+        result = {"experiment": "fmnist", "rows": rows}
+        atomic_write_json(out / "comparison.json", result)
+        atomic_write_text(out / "comparison.md", format_fmnist(result, markdown=True))
+        return result
 
 
 def _duration(seconds: float) -> str:
@@ -160,33 +162,34 @@ def run_transfer(
     out = Path(out)
     overrides = dict(overrides or {})
     quiet = lambda s: None if s.startswith("epoch ") else log(s)  # noqa: E731  (hundreds of tiny epochs)
-    backbone = out / "backbone"
-    cfg = replace(TRANSFER_RECIPES["backbone"], **{**overrides, **(backbone_overrides or {})})
-    metrics, how = fit_or_reuse(cfg, backbone, overwrite=overwrite, log=log, progress=progress)
-    result: dict[str, Any] = {
-        "experiment": "transfer", "classes": list(TRANSFER_CLASSES), "shots": list(shots), "seeds": seeds,
-        "steps": steps,
-        "backbone": {"model": cfg.model, "classes": cfg.classes, "epochs": metrics["epochs"],
-                     "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"],
-                     "run": str(backbone), "how": how},
-        "rows": [],
-    }
-    for per_class in shots:
-        for approach in TRANSFER_APPROACHES:
-            for seed in range(seeds):
-                path = out / (f"{approach}-{per_class}" + (f"-seed{seed}" if seed else ""))
-                run_cfg = _few_shot(approach, backbone, per_class, seed, steps, overrides)
-                m, how = fit_or_reuse(run_cfg, path, overwrite=overwrite, log=quiet, progress=False)
-                result["rows"].append({
-                    "approach": approach, "per_class": per_class, "seed": seed, "test_accuracy": m["test_accuracy"],
-                    "test_images": m["test_images"], "trainable_params": m["trainable_params"],
-                    "epochs": m["epochs"], "train_seconds": m["train_seconds"], "run": str(path), "how": how,
-                })
-    result["summary"] = _summarize(result["rows"])
-    atomic_write_json(out / "transfer.json", result)
-    atomic_write_text(out / "transfer.md", format_transfer(result, markdown=True))
-    plot_transfer(result, out / "transfer.png")
-    return result
+    with claim_output(out, EXPERIMENT):  # one writer; a folder of cnnlab's
+        backbone = out / "backbone"
+        cfg = replace(TRANSFER_RECIPES["backbone"], **{**overrides, **(backbone_overrides or {})})
+        metrics, how = fit_or_reuse(cfg, backbone, overwrite=overwrite, log=log, progress=progress)
+        result: dict[str, Any] = {
+            "experiment": "transfer", "classes": list(TRANSFER_CLASSES), "shots": list(shots), "seeds": seeds,
+            "steps": steps,
+            "backbone": {"model": cfg.model, "classes": cfg.classes, "epochs": metrics["epochs"],
+                         "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"],
+                         "run": str(backbone), "how": how},
+            "rows": [],
+        }
+        for per_class in shots:
+            for approach in TRANSFER_APPROACHES:
+                for seed in range(seeds):
+                    path = out / (f"{approach}-{per_class}" + (f"-seed{seed}" if seed else ""))
+                    run_cfg = _few_shot(approach, backbone, per_class, seed, steps, overrides)
+                    m, how = fit_or_reuse(run_cfg, path, overwrite=overwrite, log=quiet, progress=False)
+                    result["rows"].append({
+                        "approach": approach, "per_class": per_class, "seed": seed, "test_accuracy": m["test_accuracy"],
+                        "test_images": m["test_images"], "trainable_params": m["trainable_params"],
+                        "epochs": m["epochs"], "train_seconds": m["train_seconds"], "run": str(path), "how": how,
+                    })
+        result["summary"] = _summarize(result["rows"])
+        atomic_write_json(out / "transfer.json", result)
+        atomic_write_text(out / "transfer.md", format_transfer(result, markdown=True))
+        plot_transfer(result, out / "transfer.png")
+        return result
 
 
 def _summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

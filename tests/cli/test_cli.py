@@ -67,7 +67,7 @@ def test_existing_run_is_not_overwritten(capsys, trained_run, fake_fmnist_dir):
     before = (trained_run / "model.safetensors").read_bytes()
     code, _, err = _run(capsys, "train", *QUICK, "--data-dir", str(fake_fmnist_dir), "--out", str(trained_run))
     assert code == 2
-    _one_line_error(err, str(trained_run), "--resume", "--overwrite")
+    _one_line_error(err, str(trained_run), "holds a finished run", "--overwrite")
     assert (trained_run / "model.safetensors").read_bytes() == before
 
 

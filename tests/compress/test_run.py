@@ -12,6 +12,7 @@ from cnnlab.compress import CompressError
 from cnnlab.compress import run as crun
 from cnnlab.compress.storage import ARTIFACT, read_artifact
 from cnnlab.compress.sweep import compress_sweep, format_sweep
+from cnnlab.errors import CnnlabError
 from cnnlab.train import RunError, TrainConfig, fit, load_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -82,10 +83,14 @@ def test_default_out_is_beside_the_run_and_an_existing_out_is_refused(base_run, 
     out = tmp_path / "c"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(CompressError, match="--overwrite"):
-        crun.compress_run(base_run, "fake", out=out, measure=False, log=lambda s: None)
-    assert (out / "keep.txt").read_text() == "mine"
-    with pytest.raises(CompressError, match="input run"):
+    for overwrite in (False, True):  # a folder of the user's own files is never written into, nor cleared
+        with pytest.raises(CnnlabError, match="holds files cnnlab did not write \\(keep.txt\\)"):
+            crun.compress_run(base_run, "fake", out=out, overwrite=overwrite, measure=False, log=lambda s: None)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    crun.compress_run(base_run, "fake", out=tmp_path / "d", finetune_epochs=0, measure=False, log=lambda s: None)
+    with pytest.raises(CompressError, match="holds a finished compressed run; pass --overwrite"):
+        crun.compress_run(base_run, "fake", out=tmp_path / "d", finetune_epochs=0, measure=False, log=lambda s: None)
+    with pytest.raises(CnnlabError, match="is the input"):
         crun.compress_run(base_run, "fake", out=base_run, overwrite=True, measure=False, log=lambda s: None)
 
 

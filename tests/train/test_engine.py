@@ -73,7 +73,7 @@ def test_same_seed_same_weights_other_seed_differs(tiny_data, tmp_path):
 def test_existing_run_is_never_overwritten_without_asking(tiny_data, tmp_path):
     fit(_cfg(epochs=1), tmp_path / "run", data=tiny_data, progress=False, log=lambda s: None)
     before = (tmp_path / "run" / "model.safetensors").read_bytes()
-    with pytest.raises(RunExistsError, match="--resume .* or --overwrite"):
+    with pytest.raises(RunExistsError, match="holds a finished run; pass --overwrite"):
         fit(_cfg(epochs=1, seed=5), tmp_path / "run", data=tiny_data, progress=False, log=lambda s: None)
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
     fit(_cfg(epochs=1, seed=5), tmp_path / "run", data=tiny_data, progress=False, log=lambda s: None, overwrite=True)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from cnnlab.data import FASHION_MNIST_CLASSES, load_dataset, normalize
 from cnnlab.models import EvalBatchNorm2d
 from cnnlab.train import ConfigError, TrainConfig, fit, load_run
+from cnnlab.errors import CnnlabError
 from cnnlab.train.transfer import build_transfer_model, extract_features
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -127,5 +128,10 @@ def test_extract_features_writes_what_the_head_would_see(source, fake_fmnist_dir
     with torch.no_grad():  # global average pooling of the trunk, on images normalised as the source's
         expected = run.model.features(normalize(data.test_x, run.data["mean"], run.data["std"])).mean((2, 3))
     np.testing.assert_allclose(z["test_features"], expected.numpy(), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ConfigError, match="exists; pass --overwrite"):
+    with pytest.raises(CnnlabError, match="exists; pass --overwrite"):
         extract_features(cfg, tmp_path / "f.npz", log=lambda s: None)
+    mine = tmp_path / "mine.npz"
+    np.savez(mine, notes=np.arange(3))  # the user's own .npz: never replaced, even with --overwrite
+    with pytest.raises(CnnlabError, match="not written by cnnlab"):
+        extract_features(cfg, mine, overwrite=True, log=lambda s: None)
+    assert np.load(mine)["notes"].tolist() == [0, 1, 2]

@@ -24,6 +24,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from cnnlab.errors import CnnlabError
+
 __all__ = ["Node", "Graph", "trace", "ShapeError", "ATOMIC_MODULES"]
 
 # modules with children that are still one operation (their children's forward is never called)
@@ -36,7 +38,7 @@ _QUIET = {"size", "dim", "numel", "__len__", "__get__", "__bool__", "__index__",
           "__ne__", "__lt__", "__le__", "__gt__", "__ge__"}
 
 
-class ShapeError(ValueError):
+class ShapeError(CnnlabError):
     """The model cannot take the input shape; names the first layer that fails."""
 
 

@@ -18,10 +18,12 @@ from typing import Any, Callable, Iterable, Protocol
 import torch
 import torch.nn as nn
 
+from cnnlab.errors import CnnlabError
+
 __all__ = ["CompressError", "Compressed", "Finetune"]
 
 
-class CompressError(ValueError):
+class CompressError(CnnlabError):
     """A setting or a model a method cannot take; the message is one line naming the value (and the layer)."""
 
 

@@ -18,7 +18,6 @@ import importlib
 import inspect
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -27,8 +26,10 @@ import torch
 import torch.nn as nn
 
 from cnnlab._io import atomic_write_json
+from cnnlab._outdir import COMPRESSED_RUN, Output, claim_output
 from cnnlab.compress.base import Compressed, CompressError
 from cnnlab.compress.finetune import make_finetune
+from cnnlab.errors import CnnlabError
 from cnnlab.compress.storage import ARTIFACT, read_artifact, write_artifact, xz_size
 from cnnlab.models import build_from_spec
 from cnnlab.train import RunDir, RunError, evaluate, load_run, make_eval_loader
@@ -86,17 +87,43 @@ def default_out(run: str | os.PathLike, method: str, settings: dict[str, Any]) -
 
 
 def load_compressed(path: str | os.PathLike, spec: dict[str, Any] | None = None) -> nn.Module:
-    """Rebuild a compressed run's model from its ``model.json`` and ``model.cnnz`` alone (eval mode, CPU)."""
+    """Rebuild a compressed run's model from its ``model.json`` and ``model.cnnz`` alone (eval mode, CPU).
+
+    A broken artifact raises :class:`CompressError` (:func:`read_artifact`); one that reads but does not
+    fit the model in ``model.json`` (meta or tensors missing, of other shapes or bits) raises
+    :class:`RunError`: one line naming the artifact and what the method's rebuild said (a cnnlab error's
+    message, a missing key, or PyTorch's message joined into one line, at most 300 characters)."""
+    from safetensors import SafetensorError
+
+    from cnnlab.errors import CnnlabError
+
+    def one_line(e: BaseException) -> str:
+        if isinstance(e, KeyError) and len(e.args) == 1:
+            text = f"missing key {e.args[0]!r}"
+        elif isinstance(e, CnnlabError):
+            text = str(e)
+        else:
+            text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        text = " ".join(text.split())
+        return text if len(text) <= 300 else text[:297] + "..."
+
     run = RunDir(Path(path))
     spec = spec if spec is not None else run.read_json("model.json")
-    info = spec.get("compression") or {}
-    method = info.get("method")
-    if method not in METHODS:
+    info = spec.get("compression") if isinstance(spec, dict) else None
+    method = info.get("method") if isinstance(info, dict) else None
+    if not isinstance(method, str) or method not in METHODS:
         raise RunError(f"{run.model_json}: unknown compression method {method!r}; valid: {', '.join(METHODS)}")
     _, rebuild = _functions(method)
     tensors, meta = read_artifact(run.path / ARTIFACT)
-    base = build_from_spec({k: v for k, v in spec.items() if k != "compression"})
-    return rebuild(base, tensors, meta).eval()
+    try:
+        base = build_from_spec({k: v for k, v in spec.items() if k != "compression"})
+    except (ValueError, TypeError, KeyError) as e:
+        raise RunError(f"{run.model_json}: cannot rebuild the model ({one_line(e)})") from None
+    try:
+        return rebuild(base, tensors, meta).eval()
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError, ZeroDivisionError,
+            OverflowError, SafetensorError) as e:  # CompressError is a ValueError
+        raise RunError(f"{run.path / ARTIFACT}: does not fit the model in model.json ({one_line(e)})") from None
 
 
 def _as_eval(model: nn.Module, channels_last: bool) -> nn.Module:
@@ -173,10 +200,34 @@ def compress_run(
         raise CompressError(f"{src} is already compressed ({base_spec['compression']['method']}); "
                             "compress the float run it came from")
     out = Path(out) if out is not None else default_out(src, method, settings)
-    if out.resolve() == src.resolve():
-        raise CompressError(f"--out {out} is the input run; the input run is never modified, choose another --out")
-    if out.exists() and not overwrite:
-        raise CompressError(f"--out {out} exists; pass --overwrite to replace it, or choose another --out")
+    claim = claim_output(out, COMPRESSED_RUN, inputs=(src,))  # before any work: one writer, a folder of ours
+    try:
+        record = _compress_into(claim, src, base, base_spec, method, settings, compress_fn, takes, finetune_epochs,
+                                overwrite=overwrite, threads=threads, subset=subset, max_steps=max_steps,
+                                measure=measure, repeats=repeats, log=log)
+    except BaseException:
+        try:
+            if not (out / "metrics.json").is_file():
+                claim.clear()  # an unfinished output is worth nothing: leave nothing that blocks the next one
+        except (OSError, CnnlabError):
+            pass
+        finally:
+            claim.release(failed=True)
+        raise
+    claim.release()
+    return record
+
+
+def _compress_into(claim: Output, src: Path, base, base_spec, method, settings, compress_fn, takes, finetune_epochs,
+                   *, overwrite, threads, subset, max_steps, measure, repeats, log) -> dict[str, Any]:
+    out = claim.path
+    if claim.entries():
+        if (out / "metrics.json").is_file() and not overwrite:
+            raise CompressError(f"--out {out} holds a finished compressed run; pass --overwrite to replace it, or "
+                                "choose another --out")
+        claim.check_clearable()
+        if not (out / "metrics.json").is_file():
+            log(f"{out}: an earlier compress was stopped before it finished; starting again")
 
     cfg = base.config
     # normalised as the run was trained, whatever the subset
@@ -207,30 +258,22 @@ def compress_run(
         result = compress_fn(model, **kwargs)
         seconds = time.perf_counter() - t0
 
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
-            spec = dict(base_spec)
-            spec["compression"] = {"method": method, "settings": settings, "source": str(src)}
-            size = write_artifact(tmp / ARTIFACT, result.tensors, result.meta)
-            atomic_write_json(tmp / "model.json", spec)
-            reloaded = _as_eval(load_compressed(tmp, spec), channels_last)
-            test = evaluate(reloaded, loader, num_classes)
-            direct = evaluate(_as_eval(result.model, channels_last), loader, num_classes)
-            if test["confusion_matrix"] != direct["confusion_matrix"]:  # the artifact must hold the whole model
-                raise RuntimeError(f"{method}: the model rebuilt from {ARTIFACT} predicts differently "
-                                   f"({test['accuracy']:.4f} vs {direct['accuracy']:.4f}); this is a bug in cnnlab")
-            record = _record(method, settings, finetune_epochs, src, base, result, size, test, baseline, seconds,
-                             size_input, reloaded, float_model, threads if measure else None, repeats, channels_last)
-            _write_run(tmp, base, record, test, data, finetune_epochs)
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        tmp = claim.partial()  # built beside, moved into place when complete: the old output stays till then
+        spec = dict(base_spec)
+        spec["compression"] = {"method": method, "settings": settings, "source": str(src)}
+        size = write_artifact(tmp / ARTIFACT, result.tensors, result.meta)
+        atomic_write_json(tmp / "model.json", spec)
+        reloaded = _as_eval(load_compressed(tmp, spec), channels_last)
+        test = evaluate(reloaded, loader, num_classes)
+        direct = evaluate(_as_eval(result.model, channels_last), loader, num_classes)
+        if test["confusion_matrix"] != direct["confusion_matrix"]:  # the artifact must hold the whole model
+            raise RuntimeError(f"{method}: the model rebuilt from {ARTIFACT} predicts differently "
+                               f"({test['accuracy']:.4f} vs {direct['accuracy']:.4f}); this is a bug in cnnlab")
+        record = _record(method, settings, finetune_epochs, src, base, result, size, test, baseline, seconds,
+                         size_input, reloaded, float_model, threads if measure else None, repeats, channels_last)
+        _write_run(tmp, base, record, test, data, finetune_epochs)
+        claim.clear()  # only what cnnlab wrote (checked above, before the work)
+        claim.publish(last="metrics.json")  # its presence marks the output complete
     finally:
         torch.set_num_threads(threads_before)
     log(_summary_line(record, out))

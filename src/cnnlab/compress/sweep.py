@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cnnlab._io import atomic_path, atomic_write_json, atomic_write_text
+from cnnlab._outdir import SWEEP as SWEEP_OUTPUT, claim_output
 from cnnlab.compress.run import compress_run, read_compression, setting_name
 
 __all__ = ["SWEEP", "compress_sweep", "format_sweep", "plot_sweep"]
@@ -33,24 +34,24 @@ def compress_sweep(run: str | os.PathLike, out: str | os.PathLike | None = None,
     ``sweep.md`` and ``sweep.png`` in ``out``. ``kwargs`` go to every ``compress_run`` call."""
     run = Path(run)
     out = Path(out) if out is not None else run.parent / f"{run.name}-sweep"
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for method, settings in configs if configs is not None else SWEEP:
-        name = setting_name(method, settings)
-        path = out / name
-        if (path / "compression.json").is_file() and not overwrite:
-            log(f"{name}: reusing {path}")
-            record = read_compression(path)
-        else:
-            record = compress_run(run, method, settings=settings, out=path, overwrite=True, threads=threads,
-                                  log=log, **kwargs)
-        rows.append({"name": name, **{k: v for k, v in record.items() if k not in ("report", "machine")}})
-    result = {"run": str(run), "rows": rows, "threads": threads}
-    atomic_write_json(out / "sweep.json", result)
-    atomic_write_text(out / "sweep.md", format_sweep(result, markdown=True))
-    plot_sweep(result, out / "sweep.png")
-    log(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'}, {out / 'sweep.png'}")
-    return result
+    with claim_output(out, SWEEP_OUTPUT, inputs=(run,)):  # one writer; a folder of cnnlab's
+        rows = []
+        for method, settings in configs if configs is not None else SWEEP:
+            name = setting_name(method, settings)
+            path = out / name
+            if (path / "compression.json").is_file() and not overwrite:
+                log(f"{name}: reusing {path}")
+                record = read_compression(path)
+            else:
+                record = compress_run(run, method, settings=settings, out=path, overwrite=True, threads=threads,
+                                      log=log, **kwargs)
+            rows.append({"name": name, **{k: v for k, v in record.items() if k not in ("report", "machine")}})
+        result = {"run": str(run), "rows": rows, "threads": threads}
+        atomic_write_json(out / "sweep.json", result)
+        atomic_write_text(out / "sweep.md", format_sweep(result, markdown=True))
+        plot_sweep(result, out / "sweep.png")
+        log(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'}, {out / 'sweep.png'}")
+        return result
 
 
 def _pareto(rows: list[dict[str, Any]], cost: str) -> set[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.data.idx import IDXError, read_idx
+from cnnlab.errors import CnnlabError
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -54,7 +55,7 @@ INSTALL_HINT = (
 )
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(CnnlabError, FileNotFoundError):
     """The Fashion-MNIST files are in none of the places searched."""
 
 

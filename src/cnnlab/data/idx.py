@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.errors import CnnlabError
+
 __all__ = ["IDXError", "read_idx", "write_idx", "IDX_DTYPES"]
 
 #: IDX type code -> big-endian NumPy dtype.
@@ -32,7 +34,7 @@ _CODES = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IDXError(ValueError):
+class IDXError(CnnlabError):
     """An IDX file is truncated, corrupt or does not match what was expected."""
 
 

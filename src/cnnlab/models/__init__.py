@@ -7,6 +7,7 @@ from cnnlab.models.classic import BasicBlock, GapCNN, InceptionModule, Inception
 from cnnlab.models.compact import CompactCNN
 from cnnlab.models.lecture import MLP, CatsDogsCNN, FashionCNN, RFDemo
 from cnnlab.models.registry import (
+    ModelArgumentError,
     UnknownModelError,
     build_from_spec,
     create_model,
@@ -42,7 +43,7 @@ def count_parameters(model, trainable_only: bool = False) -> int:
 
 __all__ = [
     "BasicBlock", "CatsDogsCNN", "CompactCNN", "FashionCNN", "GapCNN", "InceptionModule", "InceptionSmall", "MLP", "RFDemo",
-    "ResNetSmall", "VGGSmall", "ModelInfo", "UnknownModelError", "WeightsError", "ZOO_PREFIX", "build_from_spec",
+    "ResNetSmall", "VGGSmall", "ModelInfo", "ModelArgumentError", "UnknownModelError", "WeightsError", "ZOO_PREFIX", "build_from_spec",
     "count_parameters", "create_model", "list_models", "load_state_dict_file", "model_entrypoint", "model_info",
     "model_spec", "read_state_dict", "register_model",
     "TRANSFER_HEADS", "EvalBatchNorm1d", "EvalBatchNorm2d", "EvalBatchNorm3d", "TransferError", "adapt_input_channels",

@@ -8,10 +8,13 @@ directory's ``model.json`` stores and what :func:`build_from_spec` rebuilds from
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch.nn as nn
+
+from cnnlab.errors import CnnlabError
 
 __all__ = [
     "register_model", "create_model", "list_models", "model_entrypoint", "model_info", "model_spec",
@@ -37,8 +40,33 @@ class ModelInfo:
 _INFO: dict[str, ModelInfo] = {}
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(CnnlabError):
     pass
+
+
+class ModelArgumentError(CnnlabError, TypeError):
+    """A model's constructor arguments are unknown or out of range; the message names them and the valid ones."""
+
+
+def _check_common(name: str, kwargs: dict[str, Any]) -> None:
+    """The arguments most models share, checked before building: sizes are positive integers, a dropout
+    probability lies in [0, 1)."""
+    def positive_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    for key in ("in_channels", "num_classes"):
+        if key in kwargs and not positive_int(kwargs[key]):
+            raise ModelArgumentError(f"{name}: {key} must be a positive integer, got {kwargs[key]!r}")
+    if "image_size" in kwargs:
+        v = kwargs["image_size"]
+        sizes = list(v) if isinstance(v, (list, tuple)) else [v]
+        if not 1 <= len(sizes) <= 2 or not all(positive_int(x) for x in sizes):
+            raise ModelArgumentError(f"{name}: image_size must be a positive integer or [height, width], got {v!r}")
+    for key in ("dropout", "head_dropout", "drop_rate"):
+        if key in kwargs:
+            v = kwargs[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise ModelArgumentError(f"{name}: {key} is a probability in [0, 1), got {v!r}")
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None,
@@ -111,7 +139,7 @@ def create_model(name: str, weights: str | None = None, **kwargs: Any) -> nn.Mod
     except TypeError:
         bad = sorted(set(kwargs) - set(sig.parameters))
         valid = [p for p, v in sig.parameters.items() if v.kind is not inspect.Parameter.VAR_KEYWORD]
-        raise TypeError(
+        raise ModelArgumentError(
             f"model {name!r} got unexpected argument(s) {', '.join(bad) or kwargs}; valid: {', '.join(valid)}"
         ) from None
     bound.apply_defaults()
@@ -119,7 +147,19 @@ def create_model(name: str, weights: str | None = None, **kwargs: Any) -> nn.Mod
     for p, v in sig.parameters.items():  # a factory's **kwargs: record them flat
         if v.kind is inspect.Parameter.VAR_KEYWORD:
             arguments.update(arguments.pop(p, {}))
-    model = fn(**arguments)
+    _check_common(name, kwargs)
+    given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its defaults"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = fn(**arguments)
+        except (TypeError, ValueError, RuntimeError, ZeroDivisionError, IndexError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelArgumentError(f"cannot build {name} with {given}: {first}") from None
+    # a layer of zero size, a degenerate shape: torch only warns; a model built so would not work
+    broken = [w for w in caught if issubclass(w.category, UserWarning) and not issubclass(w.category, FutureWarning)]
+    if broken:
+        raise ModelArgumentError(f"cannot build {name} with {given}: {str(broken[0].message).splitlines()[0]}")
     model.cnnlab_spec = {"name": name, "kwargs": {k: _jsonable(v) for k, v in arguments.items()}}
     if weights is not None:
         from cnnlab.models.weights import load_state_dict_file

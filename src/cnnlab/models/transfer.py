@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from cnnlab.errors import CnnlabError
 from cnnlab.models.registry import ZOO_PREFIX, model_spec
 
 __all__ = [
@@ -59,7 +60,7 @@ TRANSFER_HEADS = ("gap", "last")
 FREEZE_MODES = ("features", "none")
 
 
-class TransferError(ValueError):
+class TransferError(CnnlabError):
     """A source model that cannot be transferred as asked; the message says why and what would work."""
 
 

@@ -19,13 +19,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cnnlab._io import atomic_path
+from cnnlab.errors import CnnlabError
 
 __all__ = ["CheckpointError", "save_weights", "load_weights", "save_checkpoint", "load_checkpoint"]
 
 FORMAT = "cnnlab-checkpoint-1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CnnlabError):
     """A weights or checkpoint file is missing, corrupt or does not fit the model."""
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.data.datasets import FASHION_MNIST_VAL_SIZE, FOLDER_PREFIX
+from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:
     from cnnlab.data import DataSplits
@@ -24,7 +26,12 @@ DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 3e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 5e-3}
 
 
-class ConfigError(ValueError):
+#: The settings that are numbers (checked finite: ``--lr inf`` is refused like ``--lr 0``).
+_NUMBERS = ("lr", "momentum", "weight_decay", "warmup", "label_smoothing", "backbone_lr_mult", "checkpoint_interval",
+            "epochs", "batch_size", "eval_batch_size", "crop_padding", "seed")
+
+
+class ConfigError(CnnlabError):
     """A setting is out of range; the message names the flag and what would be valid."""
 
 
@@ -82,6 +89,17 @@ class TrainConfig:
             if value not in valid:
                 raise ConfigError(f"{flag} {value!r} is not valid; choose one of: {', '.join(valid)}")
 
+        for name in ("model", "dataset", "optimizer", "schedule", "device", "precision"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a name, got {getattr(self, name)!r}")
+        for name in _NUMBERS:
+            v = getattr(self, name)
+            if v is None and name in ("lr", "weight_decay"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {v!r}")
+        if not isinstance(self.model_kwargs, dict):
+            raise ConfigError(f"model_kwargs must be a mapping of constructor arguments, got {self.model_kwargs!r}")
         choice("--optimizer", self.optimizer, OPTIMIZERS)
         choice("--schedule", self.schedule, SCHEDULES)
         choice("--precision", self.precision, PRECISIONS)

@@ -11,6 +11,7 @@ exactly the steps an uninterrupted run would (bitwise on the same CPU and thread
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import sys
@@ -23,8 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnnlab.errors import CnnlabError
 from cnnlab.data import Augment, BatchLoader, DataSplits, derive_seed
-from cnnlab.models import build_from_spec, count_parameters, create_model, head_module, model_entrypoint, model_spec
+from cnnlab.models import ZOO_PREFIX, build_from_spec, count_parameters, create_model, head_module, model_entrypoint, model_spec
 from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from cnnlab.train.config import ConfigError, TrainConfig
 from cnnlab.train.distributed import DistInfo, cleanup_distributed, init_distributed
@@ -43,10 +45,23 @@ class TrainingDivergedError(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C: a checkpoint was written and the run can be resumed."""
+    """Ctrl-C or SIGTERM: a checkpoint was written and the run can be resumed. ``exit_code``: 130 after SIGINT,
+    143 after SIGTERM (128 + the signal, as a shell reports a process the signal ended)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; anything else is a
+    :class:`ConfigError` naming the valid values."""
+    index = name[5:] if name.startswith("cuda:") else None
+    if name not in ("auto", "cpu", "cuda") and not (index is not None and index.isdigit()):
+        raise ConfigError(f"--device {name!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
+    if index is not None and torch.cuda.is_available() and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -117,10 +132,12 @@ def evaluate(model: nn.Module, loader: BatchLoader, num_classes: int, precision:
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=loader.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
+    nonfinite = torch.zeros((), dtype=torch.int64, device=loader.device)
     try:
         for x, y in loader:
             with autocast(loader.device, precision):
                 out = model(x)
+            nonfinite += (~torch.isfinite(out)).any(1).sum()
             loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
             confusion += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes**2).view(
                 num_classes, num_classes
@@ -136,30 +153,37 @@ def evaluate(model: nn.Module, loader: BatchLoader, num_classes: int, precision:
         "per_class_accuracy": per_class,
         "confusion_matrix": cm.tolist(),
         "count": n,
+        "nonfinite_outputs": int(nonfinite),  # images whose outputs hold a NaN or inf (broken weights)
     }
 
 
 class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step; a second one interrupts at once."""
+    """The first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and save a checkpoint;
+    a second one interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.set = False
-        self._old = None
+        self.signum = signal.SIGINT
+        self._old: dict[int, Any] = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.set:
             raise KeyboardInterrupt
-        self.set = True
-        print("\ncnnlab: stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+        self.set, self.signum = True, signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\ncnnlab: {name}: stopping after this step and saving a checkpoint (again to abort)", file=sys.stderr)
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
         return False
 
 
@@ -197,12 +221,18 @@ def fit(
     """
     if resume is not None:
         run = RunDir(Path(resume))
+        if not run.path.is_dir():
+            what = "is a file" if run.path.exists() else "does not exist"
+            raise RunError(f"--resume {run.path}: {what}; give the run directory that `cnnlab train --out` wrote")
         saved = run.read_json("config.json")
+        if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
+            raise RunError(f"{run.config}: not a cnnlab run's config (no \"train\" settings)")
         cfg = TrainConfig.from_dict(saved["train"])
         if device is not None:
             cfg.device = device
         if not run.checkpoint.is_file() and not run.metrics.is_file():
-            raise RunError(f"--resume {run.path}: no checkpoint to resume from (it was killed before the first one)")
+            raise RunError(f"--resume {run.path}: it stopped before its first checkpoint, so there is nothing to "
+                           f"resume; start it again with: cnnlab train --out {run.path} --overwrite (same settings)")
     else:
         cfg = cfg or TrainConfig()
         run = RunDir(Path(out) if out is not None else default_run_dir(cfg.model))
@@ -230,8 +260,29 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
         from cnnlab.train.rundir import load_run
 
         return run.read_json("metrics.json"), load_run(run.path, map_location=str(dev)).model
-    if not resumed and dist_info.is_main:
-        run.prepare(overwrite=overwrite, check_only=True)  # fail before the data is loaded
+    claim = None
+    if dist_info.is_main:  # one writer per run directory, checked before the data is loaded
+        source = cfg.source if cfg.source is not None and not cfg.source.startswith(ZOO_PREFIX) else None
+        claim = run.claim(overwrite=overwrite, resume=resumed, inputs=() if source is None else (source,), log=log)
+    try:
+        metrics, model = _train(cfg, run, dev, dist_info, precision, claim, resumed=resumed, data=data,
+                                progress=progress, log=log)
+    except BaseException:
+        if claim is not None:
+            try:
+                if not resumed and not run.checkpoint.is_file() and not run.metrics.is_file():
+                    claim.clear()  # nothing resumable was written: leave nothing that blocks the next run
+            except (OSError, CnnlabError):
+                pass  # the error that got us here is the one to report
+            finally:
+                claim.release(failed=True)
+        raise
+    if claim is not None:
+        claim.release()
+    return metrics, model
+
+
+def _train(cfg, run: RunDir, dev, dist_info: DistInfo, precision: str, claim, *, resumed, data, progress, log):
     if data is None:
         data = cfg.load_data(log=log)
     if len(data.train_y) < cfg.batch_size:
@@ -239,8 +290,8 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
                           "use a smaller --batch-size")
     if cfg.batch_size % dist_info.world_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {dist_info.world_size} processes")
-    if not resumed and dist_info.is_main:
-        run.prepare(overwrite=overwrite)
+    if claim is not None and not resumed:
+        claim.clear()  # --overwrite: what an earlier run wrote (checked when claimed), now that the data loaded
     if dist_info.enabled:
         torch.distributed.barrier()
     torch.manual_seed(cfg.seed)
@@ -338,11 +389,8 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
                                      torch.tensor(float(len(y)), dtype=torch.float64, device=dev)])
                 if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
                     if not math.isfinite(float(sums[0])):
-                        raise TrainingDivergedError(
-                            f"loss became {float(loss)} at epoch {epoch + 1} step {step + 1}; training stopped. "
-                            f"The last good checkpoint is kept in {run.checkpoint}; try a lower --lr "
-                            f"(was {cfg.lr:g})"
-                        )
+                        raise TrainingDivergedError(_diverged(run, f"loss became {float(loss)} at epoch {epoch + 1} "
+                                                                   f"step {step + 1}", cfg.lr, resumed))
                 if bar is not None:
                     bar.update(1)
                     if step % 10 == 0 or step + 1 == steps_per_epoch:
@@ -353,7 +401,8 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
                 done = step + 1 == steps_per_epoch
                 if not done and (stop.set or time.monotonic() - last_ckpt > cfg.checkpoint_interval):
                     if not math.isfinite(float(sums[0])):
-                        raise TrainingDivergedError(f"loss became non-finite at epoch {epoch + 1} step {step + 1}")
+                        raise TrainingDivergedError(_diverged(run, f"loss became non-finite at epoch {epoch + 1} "
+                                                                   f"step {step + 1}", cfg.lr, resumed))
                     el = time.perf_counter() - t0
                     checkpoint(epoch, step + 1, sums.tolist() + [seconds + el])
                     last_ckpt = time.monotonic()
@@ -362,7 +411,7 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
                             bar.close()
                         raise TrainingInterrupted(
                             f"interrupted at epoch {epoch + 1} step {step + 1}; checkpoint saved. "
-                            f"Resume with: cnnlab train --resume {run.path}"
+                            f"Resume with: cnnlab train --resume {run.path}", stop.signum
                         )
             epoch_seconds = time.perf_counter() - t0 + seconds
             if bar is not None:
@@ -383,7 +432,8 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
                 run.write_history(history)
             if stop.set:
                 raise TrainingInterrupted(
-                    f"interrupted after epoch {epoch + 1}; checkpoint saved. Resume with: cnnlab train --resume {run.path}"
+                    f"interrupted after epoch {epoch + 1}; checkpoint saved. Resume with: cnnlab train --resume {run.path}",
+                    stop.signum,
                 )
 
     test_loader = make_eval_loader(data.test_x, data.test_y, data, dev, cfg.eval_batch_size, channels_last)
@@ -417,6 +467,24 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
                        title=f"{cfg.model}: test accuracy {100 * test['accuracy']:.2f}%")
         run.write_json("metrics.json", metrics)  # last: its presence marks the run complete
     return metrics, model
+
+
+def _diverged(run: RunDir, what: str, lr: float, resumed: bool) -> str:
+    """The divergence message: what happened, what was kept (only what exists), what to try."""
+    if run.checkpoint.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(run.checkpoint), framework="pt") as f:
+                state = json.loads((f.metadata() or {})["state"])
+            at = f" (epoch {state['epoch'] + (1 if state['step'] else 0)}, step {state['step']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            at = ""
+        kept = f"The last good checkpoint{at} is kept in {run.checkpoint}"
+    else:
+        kept = ("No checkpoint had been written yet, so nothing is kept"
+                + (f" and {run.path} is removed" if not resumed else ""))
+    return f"{what}; training stopped. {kept}; try a lower --lr (was {lr:g})"
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:

@@ -31,7 +31,6 @@ def fit_or_reuse(cfg: TrainConfig, path: str | Path, *, overwrite: bool = False,
     if not overwrite and run.checkpoint.is_file():
         log(f"{cfg.model}: resuming the unfinished run in {path}")
         return fit(resume=path, log=log, progress=progress), "resumed"
-    # a folder with a config but no checkpoint was killed before its first checkpoint: start again
-    restart = run.config.is_file()
+    # a folder killed before its first checkpoint is started again by fit (RunDir.claim)
     log(f"{cfg.model}: training into {path} ({cfg.epochs} epochs)")
-    return fit(cfg, path, overwrite=overwrite or restart, log=log, progress=progress), "trained"
+    return fit(cfg, path, overwrite=overwrite, log=log, progress=progress), "trained"

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab._io import atomic_path
+from cnnlab._outdir import check_output_file
 from cnnlab.data import BatchLoader, DataSplits
 from cnnlab.models import ZOO_PREFIX, create_model, model_entrypoint, transfer
 from cnnlab.train.config import ConfigError, TrainConfig
@@ -73,6 +74,17 @@ def build_transfer_model(cfg: TrainConfig, data: DataSplits, num_classes: int | 
     return model, data
 
 
+def _is_features_file(path: Path) -> bool:
+    """Whether ``path`` is an ``.npz`` that :func:`extract_features` wrote (a zip holding its arrays)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return {"train_features.npy", "source.npy", "classes.npy"} <= set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def extract_features(cfg: TrainConfig, out: str | Path, *, overwrite: bool = False,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write the pooled features of ``cfg.source``'s backbone for every split of ``cfg.dataset`` to ``out``
@@ -82,11 +94,8 @@ def extract_features(cfg: TrainConfig, out: str | Path, *, overwrite: bool = Fal
     used) and ``source``. Returns a summary (shapes, source, path)."""
     from cnnlab.train.engine import resolve_device
 
-    out = Path(out)
-    if out.suffix != ".npz":
-        raise ConfigError(f"--extract-features {out}: the file name must end in .npz")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"--extract-features {out}: exists; pass --overwrite to replace it")
+    out = check_output_file(out, overwrite=overwrite, flag="--extract-features", suffixes=(".npz",),
+                            ours=_is_features_file)
     cfg.validate()
     source_name(cfg)
     dev = resolve_device(cfg.device)

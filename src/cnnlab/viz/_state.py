@@ -8,10 +8,12 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
+from cnnlab.errors import CnnlabError
+
 __all__ = ["untouched", "VizError"]
 
 
-class VizError(ValueError):
+class VizError(CnnlabError):
     """Bad input to a visualisation: names the value and what would be valid."""
 
 

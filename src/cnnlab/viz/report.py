@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnlab._io import atomic_path, atomic_write_json, atomic_write_text
+from cnnlab._io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from cnnlab._outdir import VIZ, claim_output
 from cnnlab.viz._state import VizError
 from cnnlab.viz.attribution import grad_cam, integrated_gradients, occlusion, saliency, targets_for
 from cnnlab.viz.faithfulness import deletion_insertion
@@ -112,122 +113,122 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
         raise VizError(f"{model_name} has no conv layer to look inside")
     gc_name, _ = conv_layer(model, layer)  # checks --layer: a conv layer or a clear error
 
-    if image_files:
-        from cnnlab.predict import load_run_image
+    with claim_output(out, VIZ):  # one writer; never into a folder of someone else's files
+        if image_files:
+            from cnnlab.predict import load_run_image
 
-        raw = torch.stack([load_run_image(p, info) for p in image_files])
-        labels = None
-        names = [Path(p).name for p in image_files]
-        data = None
-    else:
-        if n_images < 1:
-            raise VizError(f"--images must be a positive integer; got {n_images}")
-        data = loaded.config.load_data(data_dir=data_dir)
-        raw, labels = data.test_x[:n_images], data.test_y[:n_images]
-        names = [f"test #{i}" for i in range(len(raw))]
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    images = (raw.float() / 255.0 - m) / s
-    targets = targets_for(model, images, target)
-    with torch.no_grad():
-        probs = F.softmax(model(images), 1)
-    pics = [_display(x, mean, std) for x in images]
+            raw = torch.stack([load_run_image(p, info) for p in image_files])
+            labels = None
+            names = [Path(p).name for p in image_files]
+            data = None
+        else:
+            if n_images < 1:
+                raise VizError(f"--images must be a positive integer; got {n_images}")
+            data = loaded.config.load_data(data_dir=data_dir)
+            raw, labels = data.test_x[:n_images], data.test_y[:n_images]
+            names = [f"test #{i}" for i in range(len(raw))]
+        m = torch.tensor(mean).view(1, -1, 1, 1)
+        s = torch.tensor(std).view(1, -1, 1, 1)
+        images = (raw.float() / 255.0 - m) / s
+        targets = targets_for(model, images, target)
+        with torch.no_grad():
+            probs = F.softmax(model(images), 1)
+        pics = [_display(x, mean, std) for x in images]
 
-    def caption(i: int) -> str:
-        t = int(targets[i])
-        truth = f", true {classes[int(labels[i])]}" if labels is not None else ""
-        return f"{names[i]}: {classes[t]} {100 * float(probs[i, t]):.0f}%{truth}"
+        def caption(i: int) -> str:
+            t = int(targets[i])
+            truth = f", true {classes[int(labels[i])]}" if labels is not None else ""
+            return f"{names[i]}: {classes[t]} {100 * float(probs[i, t]):.0f}%{truth}"
 
-    page = _Page(f"cnnlab viz: {model_name} ({loaded.run.path.name})")
-    out.mkdir(parents=True, exist_ok=True)
+        page = _Page(f"cnnlab viz: {model_name} ({loaded.run.path.name})")
 
-    def add(section: str, file: str, text: str) -> None:
-        page.figures.append(Figure(section, file, text))
-        log(f"wrote {out / file}")
+        def add(section: str, file: str, text: str) -> None:
+            page.figures.append(Figure(section, file, text))
+            log(f"wrote {out / file}")
 
-    if "filters" in methods:
-        name, w = filters(model, None)
-        panels = [f[0].numpy() if f.shape[0] == 1 else f.permute(1, 2, 0).numpy() for f in w]
-        _save_grid(out / "filters.png", panels, [str(i) for i in range(len(panels))], 8, symmetric=w.shape[1] == 1,
-                   cell=0.9, suptitle=f"{name}: {len(panels)} learned kernels (blue < 0 < red)")
-        add("Filters", "filters.png", f"{model_name}, layer {name}: the first layer's kernels")
-    if "feature-maps" in methods:
-        for lname, fmap in feature_maps(model, images[0]).items():
-            file = f"feature_maps_{lname.replace('.', '_')}.png"
-            k = min(32, fmap.shape[0])
-            _save_grid(out / file, [fmap[c].numpy() for c in range(k)], [str(c) for c in range(k)], 8, cmap="viridis",
-                       cell=1.0, suptitle=f"{lname}: {k} of {fmap.shape[0]} feature maps for {caption(0)}")
-            add("Feature maps", file, f"{model_name}, layer {lname}, {caption(0)}")
-    if "maximize" in methods:
-        lname = layer or gc_name
-        k = min(16, conv_layers(model)[lname].out_channels)
-        valid = (min((0 - mu) / sd for mu, sd in zip(mean, std)), max((1 - mu) / sd for mu, sd in zip(mean, std)))
-        # the conv's activation (its ReLU, as Keras' Conv2D(activation="relu") outputs), not the raw linear
-        # map: a linear map's spatial mean only sees the image's mean, so nothing but a flat image maximises it
-        act = activation_after(model, lname, images[:1])
-        res = maximize_activation(model, act or lname, list(range(k)), tuple(images.shape[1:]), input_range=valid)
-        lname = f"{lname} -> {act}" if act else lname
-        titles = [f"ch {c}: x{float(g):.0f}" if np.isfinite(float(g)) else f"ch {c}: noise-silent"
-                  for c, g in zip(res.channels, res.gain)]
-        _save_grid(out / "maximize.png", [_display(x, mean, std) for x in res.images], titles, 8,
-                   suptitle=f"{lname}: inputs that maximise each channel (gain: rise / the starting noise's effect)")
-        add("Maximal filter response", "maximize.png",
-            f"{model_name}, layer {lname}: median gain x{float(res.gain.median()):.0f} over the starting noise")
-    attributions: dict[str, torch.Tensor] = {}
-    if "gradcam" in methods:
-        for variant in ("gradcam", "gradcam++"):
-            maps = grad_cam(model, images, targets, gc_name, variant=variant)
-            attributions[variant] = maps
-            file = "gradcam.png" if variant == "gradcam" else "gradcam_plus_plus.png"
-            _save_grid(out / file, pics, [caption(i) for i in range(len(pics))], 4,
-                       overlays=[_norm01(a) for a in maps], cell=2.0, suptitle=f"{variant}, layer {gc_name}")
-            add("Grad-CAM", file, f"{model_name}, {variant} at layer {gc_name}, target: "
-                + ("predicted class" if target is None else classes[target]))
-    if "occlusion" in methods:
-        occ = occlusion(model, images, targets, baseline=float((0 - mean[0]) / std[0]))
-        panels, overlays, titles = [], [], []
-        for i in range(len(pics)):
-            for p, maps in occ.items():
-                panels.append(pics[i])
-                overlays.append(_norm01(maps[i].clamp_min(0)))
-                titles.append(f"{p}x{p}: {caption(i)}" if p == min(occ) else f"{p}x{p}")
-        attributions["occlusion"] = occ[sorted(occ)[len(occ) // 2]].clamp_min(0)
-        _save_grid(out / "occlusion.png", panels, titles, len(occ), overlays=overlays, cell=2.0,
-                   suptitle="occlusion: drop of the target probability, per patch size")
-        add("Occlusion", "occlusion.png", f"{model_name}, patches {', '.join(map(str, occ))} px, black patch")
-    if "saliency" in methods:
-        attributions["saliency"] = saliency(model, images, targets)
-        attributions["integrated gradients"] = integrated_gradients(model, images, targets,
-                                                                    baseline=float((0 - mean[0]) / std[0]))
-        for key, file in (("saliency", "saliency.png"), ("integrated gradients", "integrated_gradients.png")):
-            _save_grid(out / file, pics, [caption(i) for i in range(len(pics))], 4,
-                       overlays=[_norm01(a) for a in attributions[key]], cell=2.0, suptitle=key)
-            add("Saliency", file, f"{model_name}, {key}")
-    if "mistakes" in methods and data is not None:
-        _mistakes(model, data, classes, mean, std, out, add, model_name)
-        conf = loaded.run.path / "confusion.png"
-        if conf.is_file():
-            (out / "confusion.png").write_bytes(conf.read_bytes())
-            add("Mistakes", "confusion.png", f"{model_name}: confusion matrix on the test set")
-    result = {"out": str(out), "figures": [f.__dict__ for f in page.figures]}
-    if faithfulness:
-        if not attributions:
-            raise VizError("--faithfulness needs an attribution method: gradcam, occlusion or saliency")
-        gen = torch.Generator().manual_seed(0)
-        attributions["random (reference)"] = torch.rand(images.shape[0], *images.shape[2:], generator=gen)
-        rows = {}
-        for key, maps in attributions.items():
-            r = deletion_insertion(model, images, maps, targets, baseline=float((0 - mean[0]) / std[0]))
-            rows[key] = {"deletion_auc": r["deletion_auc"], "insertion_auc": r["insertion_auc"]}
-        result["faithfulness"] = rows
-        atomic_write_json(out / "faithfulness.json", rows)
-        page.tables.append(("Faithfulness: deletion (lower is better) and insertion (higher is better) areas",
-                            ["method", "deletion AUC", "insertion AUC"],
-                            [[k, f"{v['deletion_auc']:.3f}", f"{v['insertion_auc']:.3f}"] for k, v in rows.items()]))
-    atomic_write_text(out / "index.html", _html(page))
-    atomic_write_json(out / "viz.json", result)
-    result["index"] = str(out / "index.html")
-    return result
+        if "filters" in methods:
+            name, w = filters(model, None)
+            panels = [f[0].numpy() if f.shape[0] == 1 else f.permute(1, 2, 0).numpy() for f in w]
+            _save_grid(out / "filters.png", panels, [str(i) for i in range(len(panels))], 8, symmetric=w.shape[1] == 1,
+                       cell=0.9, suptitle=f"{name}: {len(panels)} learned kernels (blue < 0 < red)")
+            add("Filters", "filters.png", f"{model_name}, layer {name}: the first layer's kernels")
+        if "feature-maps" in methods:
+            for lname, fmap in feature_maps(model, images[0]).items():
+                file = f"feature_maps_{lname.replace('.', '_')}.png"
+                k = min(32, fmap.shape[0])
+                _save_grid(out / file, [fmap[c].numpy() for c in range(k)], [str(c) for c in range(k)], 8, cmap="viridis",
+                           cell=1.0, suptitle=f"{lname}: {k} of {fmap.shape[0]} feature maps for {caption(0)}")
+                add("Feature maps", file, f"{model_name}, layer {lname}, {caption(0)}")
+        if "maximize" in methods:
+            lname = layer or gc_name
+            k = min(16, conv_layers(model)[lname].out_channels)
+            valid = (min((0 - mu) / sd for mu, sd in zip(mean, std)), max((1 - mu) / sd for mu, sd in zip(mean, std)))
+            # the conv's activation (its ReLU, as Keras' Conv2D(activation="relu") outputs), not the raw linear
+            # map: a linear map's spatial mean only sees the image's mean, so nothing but a flat image maximises it
+            act = activation_after(model, lname, images[:1])
+            res = maximize_activation(model, act or lname, list(range(k)), tuple(images.shape[1:]), input_range=valid)
+            lname = f"{lname} -> {act}" if act else lname
+            titles = [f"ch {c}: x{float(g):.0f}" if np.isfinite(float(g)) else f"ch {c}: noise-silent"
+                      for c, g in zip(res.channels, res.gain)]
+            _save_grid(out / "maximize.png", [_display(x, mean, std) for x in res.images], titles, 8,
+                       suptitle=f"{lname}: inputs that maximise each channel (gain: rise / the starting noise's effect)")
+            add("Maximal filter response", "maximize.png",
+                f"{model_name}, layer {lname}: median gain x{float(res.gain.median()):.0f} over the starting noise")
+        attributions: dict[str, torch.Tensor] = {}
+        if "gradcam" in methods:
+            for variant in ("gradcam", "gradcam++"):
+                maps = grad_cam(model, images, targets, gc_name, variant=variant)
+                attributions[variant] = maps
+                file = "gradcam.png" if variant == "gradcam" else "gradcam_plus_plus.png"
+                _save_grid(out / file, pics, [caption(i) for i in range(len(pics))], 4,
+                           overlays=[_norm01(a) for a in maps], cell=2.0, suptitle=f"{variant}, layer {gc_name}")
+                add("Grad-CAM", file, f"{model_name}, {variant} at layer {gc_name}, target: "
+                    + ("predicted class" if target is None else classes[target]))
+        if "occlusion" in methods:
+            occ = occlusion(model, images, targets, baseline=float((0 - mean[0]) / std[0]))
+            panels, overlays, titles = [], [], []
+            for i in range(len(pics)):
+                for p, maps in occ.items():
+                    panels.append(pics[i])
+                    overlays.append(_norm01(maps[i].clamp_min(0)))
+                    titles.append(f"{p}x{p}: {caption(i)}" if p == min(occ) else f"{p}x{p}")
+            attributions["occlusion"] = occ[sorted(occ)[len(occ) // 2]].clamp_min(0)
+            _save_grid(out / "occlusion.png", panels, titles, len(occ), overlays=overlays, cell=2.0,
+                       suptitle="occlusion: drop of the target probability, per patch size")
+            add("Occlusion", "occlusion.png", f"{model_name}, patches {', '.join(map(str, occ))} px, black patch")
+        if "saliency" in methods:
+            attributions["saliency"] = saliency(model, images, targets)
+            attributions["integrated gradients"] = integrated_gradients(model, images, targets,
+                                                                        baseline=float((0 - mean[0]) / std[0]))
+            for key, file in (("saliency", "saliency.png"), ("integrated gradients", "integrated_gradients.png")):
+                _save_grid(out / file, pics, [caption(i) for i in range(len(pics))], 4,
+                           overlays=[_norm01(a) for a in attributions[key]], cell=2.0, suptitle=key)
+                add("Saliency", file, f"{model_name}, {key}")
+        if "mistakes" in methods and data is not None:
+            _mistakes(model, data, classes, mean, std, out, add, model_name)
+            conf = loaded.run.path / "confusion.png"
+            if conf.is_file():
+                atomic_write_bytes(out / "confusion.png", conf.read_bytes())
+                add("Mistakes", "confusion.png", f"{model_name}: confusion matrix on the test set")
+        result = {"out": str(out), "figures": [f.__dict__ for f in page.figures]}
+        if faithfulness:
+            if not attributions:
+                raise VizError("--faithfulness needs an attribution method: gradcam, occlusion or saliency")
+            gen = torch.Generator().manual_seed(0)
+            attributions["random (reference)"] = torch.rand(images.shape[0], *images.shape[2:], generator=gen)
+            rows = {}
+            for key, maps in attributions.items():
+                r = deletion_insertion(model, images, maps, targets, baseline=float((0 - mean[0]) / std[0]))
+                rows[key] = {"deletion_auc": r["deletion_auc"], "insertion_auc": r["insertion_auc"]}
+            result["faithfulness"] = rows
+            atomic_write_json(out / "faithfulness.json", rows)
+            page.tables.append(("Faithfulness: deletion (lower is better) and insertion (higher is better) areas",
+                                ["method", "deletion AUC", "insertion AUC"],
+                                [[k, f"{v['deletion_auc']:.3f}", f"{v['insertion_auc']:.3f}"] for k, v in rows.items()]))
+        atomic_write_text(out / "index.html", _html(page))
+        atomic_write_json(out / "viz.json", result)
+        result["index"] = str(out / "index.html")
+        return result
 
 
 def _mistakes(model, data, classes, mean, std, out: Path, add, model_name: str, k: int = 16) -> None:

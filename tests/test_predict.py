@@ -60,3 +60,46 @@ def test_unreadable_and_missing_files(tmp_path):
         load_image(bad, 1, (28, 28))
     with pytest.raises(ImageReadError, match="missing.png: no such file"):
         load_image(tmp_path / "missing.png", 1, (28, 28))
+
+
+def test_a_16_bit_png_decodes_as_its_8_bit_version(tmp_path):
+    a8 = np.zeros((56, 56), np.uint8)
+    a8[8:48, 14:42] = np.linspace(60, 240, 28).astype(np.uint8)  # a graded light object on black
+    noise = np.random.default_rng(0).integers(-120, 120, a8.shape)
+    a16 = (a8.astype(np.int64) * 257 + noise).clip(0, 65535).astype(np.uint16)  # rounds back to a8
+    deep = tmp_path / "deep.png"
+    Image.fromarray(a16).save(deep)
+    with Image.open(deep) as im:
+        assert im.mode == "I;16"
+    x16 = load_image(deep, 1, (28, 28)).int()
+    x8 = load_image(_save(tmp_path, a8, "eight.png"), 1, (28, 28)).int()
+    assert (x16 - x8).abs().max() <= 1
+    assert 100 < int(x16[0, 14, 14]) < 200  # a mid-gray, where Pillow's own "L" conversion clips to 255
+
+
+def test_transparency_is_composited_over_white_as_for_image_folders(tmp_path):
+    rgba = np.zeros((40, 40, 4), np.uint8)  # transparent black around ...
+    rgba[10:30, 15:25] = (30, 30, 30, 255)  # ... an opaque dark object: a cut-out product photo
+    path = tmp_path / "cutout.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    x = load_image(path, 1, (28, 28))  # over white, the light border is inverted to Fashion-MNIST's black
+    assert x[0, 0, 0] < 10 and x[0, 14, 14] > 200
+    rgb = load_image(path, 3, (28, 28), invert="no")
+    assert rgb[:, 0, 0].tolist() == [255, 255, 255]
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    import time
+    import warnings
+
+    from tests.data.test_images import huge_png
+
+    path = huge_png(tmp_path / "big.png", 20000, 20000)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning, no DecompressionBombError
+        with pytest.raises(ImageReadError) as e:
+            load_image(path, 1, (28, 28))
+    assert time.perf_counter() - t0 < 1.0
+    assert str(e.value) == (f"{path}: 20000x20000 pixels (400.0 MP) is over the limit of 64 MP "
+                            "($CNNLAB_MAX_IMAGE_PIXELS); resize it first")

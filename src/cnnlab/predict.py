@@ -13,13 +13,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from cnnlab.data import ImageDecodeError, ImageTransform, normalize
+from cnnlab.data import ImageDecodeError, ImageTransform, normalize, read_image
+from cnnlab.errors import CnnlabError, NonFiniteError
 from cnnlab.train.rundir import LoadedRun
 
 __all__ = ["PredictError", "ImageReadError", "load_image", "load_run_image", "predict_files"]
 
 
-class PredictError(ValueError):
+class PredictError(CnnlabError):
     """An image or an option that cannot be used with the run; the message says which."""
 
 
@@ -30,21 +31,19 @@ class ImageReadError(PredictError):
 def load_image(path: str | os.PathLike, in_channels: int, size: Sequence[int], invert: str = "auto") -> torch.Tensor:
     """Decode ``path`` (PNG, JPEG, BMP, ... any size) to uint8 (C, H, W) the way the run was trained.
 
-    The image is padded to a square with its own background colour (the median of its border),
-    then resized with antialiasing. Fashion-MNIST shows light objects on a black background;
-    ``invert="auto"`` inverts an image whose border is light (a photo on white), ``"yes"`` always,
-    ``"no"`` never.
+    The file is decoded by :func:`cnnlab.data.read_image`, as image folders' files are (refused before
+    decoding over its byte or pixel limit; EXIF orientation; 16-bit, 32-bit and float images scaled to
+    8 bits; alpha over white). The image is then padded to a square with its own background colour
+    (the median of its border), then resized with antialiasing. Fashion-MNIST shows light objects on
+    a black background; ``invert="auto"`` inverts an image whose border is light (a photo on white),
+    ``"yes"`` always, ``"no"`` never.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im).convert("L" if in_channels == 1 else "RGB")
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageReadError(f"{path}: not a readable image ({e})") from None
+        im = read_image(path, grayscale=in_channels == 1)
+    except ImageDecodeError as e:
+        raise ImageReadError(str(e)) from None
     a = np.asarray(im)
     border = np.concatenate([a[0].reshape(-1, in_channels), a[-1].reshape(-1, in_channels),
                              a[:, 0].reshape(-1, in_channels), a[:, -1].reshape(-1, in_channels)])
@@ -89,7 +88,12 @@ def predict_files(run: LoadedRun, paths: Sequence[str], top: int = 3,
     x = torch.stack([load_run_image(p, data, invert) for p in paths])
     model = run.model.eval()
     device = next(model.parameters()).device
-    probs = torch.softmax(model(normalize(x.to(device), data["mean"], data["std"])).float(), dim=1).cpu()
+    logits = model(normalize(x.to(device), data["mean"], data["std"])).float()
+    bad = int((~torch.isfinite(logits)).any(1).sum())
+    if bad:
+        raise NonFiniteError(f"{run.run.path}: the model's outputs are not finite (NaN or inf) for {bad} of "
+                             f"{len(paths)} image(s); its weights are broken (a diverged or corrupted run)")
+    probs = torch.softmax(logits, dim=1).cpu()
     k = min(top, len(classes))
     p, idx = probs.topk(k, dim=1)
     return [

@@ -1,9 +1,14 @@
-"""Image folders (cnnlab.data.folder): layouts, formats, the transform, splits, the disk cache, errors."""
+"""Image folders (cnnlab.data.folder): layouts, formats, the transform, splits, the disk cache, errors, size limits,
+links."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.data import DatasetError, DatasetWarning, ImageDecodeError, ImageTransform, load_dataset, load_folder
+from cnnlab.data import (DatasetError, DatasetWarning, ImageDecodeError, ImageLimitError, ImageTransform, load_dataset,
+                         load_folder)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -176,7 +182,7 @@ def test_corrupt_files_are_skipped_with_a_warning_each_and_a_count(tmp_path):
     messages = [str(w.message) for w in record]
     assert any("broken.jpg" in m and "not a readable image" in m for m in messages)
     assert any("truncated.png" in m for m in messages)
-    assert messages[-1] == f"skipped 2 of 22 files in {root} (unreadable or corrupt)"
+    assert messages[-1] == f"skipped 2 of 22 files in {root} (unreadable, corrupt or too large)"
     assert len(d.train_y) + len(d.val_y) + len(d.test_y) == 20
     assert len(d.info["skipped"]) == 2
     lines = []
@@ -388,3 +394,145 @@ def test_load_dataset_dispatches_folders(tmp_path):
         load_dataset("fashion-mnist", tmp_path, image_size=32)
     with pytest.raises(DatasetError, match="--val-size for fashion-mnist is a count"):
         load_dataset("fashion-mnist", tmp_path, val_size=0.1)
+
+
+# ---------------------------------------------------------------- size limits
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_and_named_without_decoding(tmp_path):
+    from tests.data.test_images import huge_png
+
+    root = id_folder(tmp_path / "d", {"a": 10, "b": 10})
+    big = huge_png(root / "a" / "big.png", 20000, 20000)  # 400 MP by its header, a few hundred bytes on disk
+    lines = []
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning (and no DatasetWarning: they go to the log)
+        d = load(root, image_size=8, log=lines.append)
+    assert time.perf_counter() - t0 < 5
+    assert len(d.train_y) + len(d.val_y) + len(d.test_y) == 20 and d.info["files"] == 21
+    assert f"warning: skipped {big}: 20000x20000 pixels (400.0 MP) is over the limit of 64 MP " \
+           "($CNNLAB_MAX_IMAGE_PIXELS); resize it first" in lines
+    assert f"warning: skipped 1 of 21 files in {root} (unreadable, corrupt or too large)" in lines
+
+
+def test_a_bad_limit_in_the_environment_is_one_error_not_a_skip_per_file(tmp_path, monkeypatch):
+    root = id_folder(tmp_path / "d", {"a": 3, "b": 3})
+    monkeypatch.setenv("CNNLAB_MAX_IMAGE_PIXELS", "huge")
+    with pytest.raises(ImageLimitError, match=r"\$CNNLAB_MAX_IMAGE_PIXELS='huge'"):
+        load(root, image_size=4)
+
+
+# ---------------------------------------------------------------- links
+
+
+@contextmanager
+def deadline(seconds: float):
+    """Fail (instead of hanging) if the block runs longer than ``seconds``."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds}s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def every_id(d) -> list[int]:
+    return ids(d.train_x) + ids(d.val_x) + ids(d.test_x)
+
+
+def test_two_links_forming_a_loop_end_with_each_image_once(tmp_path):
+    root = id_folder(tmp_path / "d", {"cat/x": 4, "cat/y": 3, "dog": 6})
+    os.symlink("../y", root / "cat" / "x" / "to_y")  # x -> y -> x -> ...
+    os.symlink("../x", root / "cat" / "y" / "to_x")
+    os.symlink("../cat", root / "dog" / "to_cat")  # and between the classes: dog -> cat -> dog
+    os.symlink("../dog", root / "cat" / "to_dog")
+    lines = []
+    with deadline(20):
+        d = load(root, image_size=4, log=lines.append)
+    assert sorted(every_id(d)) == list(range(13))
+    assert torch.bincount(torch.cat([d.train_y, d.val_y, d.test_y])).tolist() == [7, 6]
+    (msg,) = [ln for ln in lines if "did not enter" in ln]
+    # cat/to_dog, cat/x/to_y/to_x (the loop), cat/y (read already as cat/x/to_y), dog/to_cat
+    assert "did not enter 4 folders already read" in msg and msg.endswith(f"{root}/cat/to_dog and 3 more")
+    assert not any("kept once" in ln for ln in lines)  # no file was reached twice
+
+
+def test_a_link_back_to_the_dataset_root_adds_nothing(tmp_path):
+    root = id_folder(tmp_path / "d", {"cat": 10, "dog": 10})
+    os.symlink("..", root / "cat" / "up")  # followed, it would put every class (and itself, 40 times) into cat
+    with pytest.warns(DatasetWarning, match=r"did not enter 1 folders already read .*cat/up$"):
+        d = load(root, image_size=4)
+    seen = every_id(d)
+    assert len(seen) == 20 and sorted(seen) == list(range(20))  # each image once: no file in two splits
+    labels = torch.cat([d.train_y, d.val_y, d.test_y]).tolist()
+    assert all((i >= 10) == bool(y) for i, y in zip(seen, labels))  # ids 0-9 are cat, 10-19 dog
+    assert d.info["files"] == 20
+
+
+def test_split_folders_linked_into_each_other_keep_each_file_in_its_first_split(tmp_path):
+    root = tmp_path / "d"
+    id_folder(root / "train", {"a": 6, "b": 6})
+    id_folder(root / "val", {"a": 2, "b": 2}, start=100)
+    id_folder(root / "test", {"a": 2, "b": 2}, start=200)
+    os.symlink("../../train/a/000.png", root / "val" / "a" / "copy.png")  # the same file in train and val
+    os.symlink("../../val/b", root / "test" / "b" / "more")  # val's b images again, in test
+    os.symlink("../../..", root / "train" / "b" / "root")  # and a loop to the top
+    with pytest.warns(DatasetWarning) as record:
+        d = load(root, image_size=4)
+    assert sorted(ids(d.train_x)) == list(range(12))
+    assert sorted(ids(d.val_x)) == [100, 101, 102, 103] and sorted(ids(d.test_x)) == [200, 201, 202, 203]
+    messages = [str(w.message) for w in record]
+    assert any("kept once 1 image files reached by more than one path" in m for m in messages)
+    assert any("did not enter 2 folders already read" in m for m in messages)
+
+
+def test_a_file_linked_into_two_classes_lands_once(tmp_path):
+    root = id_folder(tmp_path / "d", {"cat": 5, "dog": 5})
+    shared = gray_png(tmp_path / "elsewhere" / "shared.png", 77)
+    os.symlink(shared, root / "cat" / "shared.png")
+    os.symlink(shared, root / "dog" / "shared.png")
+    os.link(root / "cat" / "000.png", root / "dog" / "hardlink.png")  # a hard link is the same file too
+    with pytest.warns(DatasetWarning, match="kept once 2 image files reached by more than one path"):
+        d = load(root, image_size=4)
+    seen = every_id(d)
+    assert sorted(seen) == sorted([*range(10), 77])
+    labels = dict(zip(seen, torch.cat([d.train_y, d.val_y, d.test_y]).tolist()))
+    assert labels[77] == 0 and labels[0] == 0  # in cat, the first class in sorted order
+
+
+def test_a_link_to_a_folder_outside_the_dataset_is_followed_once(tmp_path):
+    root = id_folder(tmp_path / "d", {"cat": 5, "dog": 5})
+    extra = id_folder(tmp_path / "extra", {"more": 3}, start=50) / "more"
+    os.symlink(extra, root / "cat" / "more")
+    os.symlink(extra, root / "dog" / "more")  # the same folder in a second class: not entered again
+    os.symlink(".", extra / "self")  # a loop outside the dataset
+    with pytest.warns(DatasetWarning, match="did not enter 2 folders already read"):
+        d = load(root, image_size=4)
+    seen = every_id(d)
+    labels = dict(zip(seen, torch.cat([d.train_y, d.val_y, d.test_y]).tolist()))
+    assert sorted(seen) == [*range(10), 50, 51, 52] and [labels[i] for i in (50, 51, 52)] == [0, 0, 0]
+
+
+def test_a_class_folder_linked_to_another_class_is_an_error(tmp_path):
+    root = id_folder(tmp_path / "d", {"cat": 5})
+    os.symlink("cat", root / "dog")
+    with pytest.raises(DatasetError, match=r"d/dog: all its 5 images were already found through another class"):
+        load(root, image_size=4)
+
+
+def test_an_empty_folder_path_is_an_error_not_the_current_folder(tmp_path, monkeypatch):
+    id_folder(tmp_path / "cwd", {"a": 3, "b": 3})
+    monkeypatch.chdir(tmp_path / "cwd")  # a loadable current folder, so only the check can fail these
+    with pytest.raises(DatasetError, match=r"--dataset 'folder:': give the image folder's path, folder:PATH "
+                                           r"\(folder:\. for the current folder\); valid: fashion-mnist, folder:PATH"):
+        load_dataset("folder:")
+    with pytest.raises(DatasetError, match="--dataset 'folder: '"):
+        load_dataset("folder: ")
+    with pytest.raises(DatasetError, match="folder: needs a path"):
+        load_folder("")
+    assert load_dataset("folder:.", image_size=4).classes == ("a", "b")

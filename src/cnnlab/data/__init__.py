@@ -1,9 +1,11 @@
-"""Data: the IDX reader, Fashion-MNIST, image folders, in-memory splits and batching."""
+"""Data: the IDX reader, Fashion-MNIST, image files and folders, in-memory splits and batching."""
 
 from cnnlab.data.batches import Augment, BatchLoader, derive_seed, normalize, random_crop, random_hflip
 from cnnlab.data.datasets import (DataSplits, DatasetError, UnknownDatasetError, channel_stats, list_datasets, load_dataset,
                                   select_classes)
-from cnnlab.data.folder import DatasetWarning, ImageDecodeError, ImageTransform, load_folder
+from cnnlab.data.folder import DatasetWarning, ImageTransform, load_folder
+from cnnlab.data.images import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageDecodeError, ImageLimitError,
+                                ImageTooLargeError, open_image, read_image)
 from cnnlab.data.fashion_mnist import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_FILES,
@@ -18,6 +20,7 @@ __all__ = [
     "Augment", "BatchLoader", "derive_seed", "normalize", "random_crop", "random_hflip",
     "DataSplits", "DatasetError", "UnknownDatasetError", "channel_stats", "list_datasets", "load_dataset",
     "select_classes", "DatasetWarning", "ImageDecodeError", "ImageTransform", "load_folder",
+    "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "ImageLimitError", "ImageTooLargeError", "open_image", "read_image",
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_FILES", "DataNotFoundError",
     "download_fashion_mnist", "find_fashion_mnist", "load_fashion_mnist",
     "IDXError", "read_idx", "write_idx",

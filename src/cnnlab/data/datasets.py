@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from cnnlab.data.fashion_mnist import load_fashion_mnist
+from cnnlab.errors import CnnlabError
 
 __all__ = ["DataSplits", "DatasetError", "UnknownDatasetError", "load_dataset", "list_datasets", "channel_stats",
            "select_classes", "FASHION_MNIST_VAL_SIZE", "FOLDER_PREFIX"]
 
 
-class DatasetError(ValueError):
+class DatasetError(CnnlabError):
     """A dataset setting (name, split size, subset) is not valid for the data at hand."""
 
 
@@ -227,10 +228,15 @@ def load_dataset(
     if name.startswith(FOLDER_PREFIX):
         from cnnlab.data.folder import load_folder  # folder builds on this module's DataSplits
 
+        path = name[len(FOLDER_PREFIX):]
+        if not path.strip():
+            raise UnknownDatasetError(f"--dataset {name!r}: give the image folder's path, folder:PATH (folder:. for "
+                                      f"the current folder); valid: {', '.join(list_datasets())}, folder:PATH")
         if data_dir is not None:
             raise DatasetError(f"--data-dir applies to fashion-mnist; {name} names its own folder")
-        data = load_folder(name[len(FOLDER_PREFIX):], image_size=image_size, grayscale=grayscale, val_size=val_size,
+        data = load_folder(path, image_size=image_size, grayscale=grayscale, val_size=val_size,
                            subset=subset, seed=seed, log=log)
+        _note_subset(data, subset, log)
         return select_classes(data, classes, per_class)
     if name not in _DATASETS:
         raise UnknownDatasetError(f"unknown dataset {name!r}; valid: {', '.join(list_datasets())}, folder:PATH")
@@ -240,4 +246,19 @@ def load_dataset(
         val_size = FASHION_MNIST_VAL_SIZE
     if not isinstance(val_size, int):
         raise DatasetError(f"--val-size for {name} is a count of images, got {val_size!r}")
-    return select_classes(_DATASETS[name](data_dir, val_size=val_size, subset=subset, seed=seed), classes, per_class)
+    data = _DATASETS[name](data_dir, val_size=val_size, subset=subset, seed=seed)
+    _note_subset(data, subset, log)
+    return select_classes(data, classes, per_class)
+
+
+def _note_subset(data: DataSplits, subset: int | None, log: Callable[[str], None] | None) -> None:
+    """Say so when ``subset`` asks for more training images than there are (it then means all of them)."""
+    if subset is not None and subset > len(data.train_y):
+        msg = (f"note: --subset {subset} is more than the {len(data.train_y):,} training images of {data.name}; "
+               "training on all of them")
+        if log is not None:
+            log(msg)
+        else:
+            import warnings
+
+            warnings.warn(msg, UserWarning, stacklevel=3)

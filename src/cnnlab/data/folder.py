@@ -3,12 +3,20 @@ size, RGB or grayscale, decoded once into uint8 (N, C, H, W) splits like Fashion
 batch loader, the training engine, evaluation and the visualisations take them unchanged.
 
 Layouts. Classes are the sorted names of the class folders (hidden files and folders are ignored;
-images may sit in nested folders of their class):
+images may sit in nested folders of their class, and links are followed):
 
 * ``PATH/<class>/<image>``: class folders alone, the dogs-vs-cats layout;
 * ``PATH/train/<class>/...`` with optional ``PATH/val/`` (or ``valid/``, ``validation/``) and
   ``PATH/test/``, each holding the same class folders (a class missing from, or extra in, one of
   them is an error).
+
+Links. Each directory is entered once and each file (by its device and inode: its real path, or a hard
+link to it) is kept once across the whole dataset, at its first path in the sorted walk -- train/
+before val/ before test/, classes in sorted order -- so no file lands in two classes or two splits.
+The dataset's own folders (the root, the split and the class folders) are never entered through a
+link from inside a class (``cat/up -> ..`` is not followed), and loops end where they meet a folder
+already read; a link to a folder outside the dataset is followed, once. The files and folders left
+out are counted in one warning each.
 
 A split without a folder is carved from the training images, class by class (stratified), by a
 permutation seeded with ``seed``: the validation split takes ``val_size`` and the test split
@@ -27,8 +35,12 @@ decoded images fit in :data:`DEFAULT_MEMORY_LIMIT` bytes (2 GiB; the ``memory_li
 ``$CNNLAB_FOLDER_MEMORY``, e.g. ``512M``) they are held in memory; larger datasets are decoded once
 into a uint8 file under ``~/.cache/cnnlab/folders`` (keyed by every file's path, size and
 modification time, its class, the split and the transform) and memory-mapped, so batches stream
-from disk and the next load with the same settings decodes nothing. A file that cannot be decoded
-is skipped with a warning naming it, and a count at the end; training never meets it.
+from disk and the next load with the same settings (the size limits among them) decodes nothing.
+
+Files are opened through :func:`cnnlab.data.images.open_image`: one over 256 MiB
+(``$CNNLAB_MAX_IMAGE_BYTES``) or, by its header, over 64 megapixels (``$CNNLAB_MAX_IMAGE_PIXELS``)
+is refused before it is decoded. A file that cannot be decoded, or is over a limit, is skipped with
+a warning naming it, and a count at the end; training never meets it.
 """
 
 from __future__ import annotations
@@ -53,11 +65,13 @@ from PIL import Image, ImageOps
 
 from cnnlab._io import atomic_path, atomic_write_json
 from cnnlab.data.datasets import FOLDER_PREFIX, DataSplits, DatasetError, channel_stats
+from cnnlab.data.images import (ImageDecodeError, ImageTooLargeError, max_image_bytes, max_image_pixels, open_image,
+                                read_image)
 
 __all__ = [
     "IMAGE_EXTENSIONS", "DEFAULT_IMAGE_SIZE", "DEFAULT_SPLIT_FRACTION", "DEFAULT_MEMORY_LIMIT", "MEMORY_LIMIT_ENV",
-    "MAX_WORKERS", "FILES_PER_WORKER", "DatasetWarning", "ImageDecodeError", "ImageTransform", "load_folder",
-    "folder_cache_dir",
+    "MAX_WORKERS", "FILES_PER_WORKER", "DatasetWarning", "ImageDecodeError", "ImageTooLargeError", "ImageTransform",
+    "load_folder", "folder_cache_dir",
 ]
 
 #: The file types read (torchvision's ``ImageFolder`` list), matched case-insensitively; other files are ignored.
@@ -81,23 +95,20 @@ _CACHE_VERSION = 1
 
 
 class DatasetWarning(UserWarning):
-    """Something in an image folder was skipped (an unreadable file)."""
-
-
-class ImageDecodeError(ValueError):
-    """An image file is missing or cannot be decoded; the message names the file."""
+    """Something in an image folder was skipped (an unreadable or too large file, a file or folder reached twice)."""
 
 
 @dataclass(frozen=True)
 class ImageTransform:
     """How an image file becomes uint8 (C, H, W): the same for training images and for ``predict``.
 
-    1. decode with Pillow; a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides
-       at least twice the larger output side, as Pillow's ``thumbnail`` does (a 500x375 photo to
-       64x64 decodes at 1/2: 250x188);
+    1. decode with Pillow (:func:`cnnlab.data.images.read_image`, which first refuses a file over
+       its byte or pixel limit); a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both
+       sides at least twice the larger output side, as Pillow's ``thumbnail`` does (a 500x375 photo
+       to 64x64 decodes at 1/2: 250x188);
     2. apply the EXIF orientation;
     3. palette images to RGB(A); an alpha channel (or a transparent colour) composited over white;
-       16-bit grayscale scaled to 8 bits;
+       16-bit, 32-bit integer and float images scaled to 8 bits by their nominal range;
     4. grayscale (Pillow's ITU-R 601 luma) or RGB;
     5. resize so that the image covers ``size`` (H, W) -- for a square size, its shorter side to
        the size -- with bilinear antialiased interpolation, and crop the centre: torchvision's
@@ -133,47 +144,26 @@ class ImageTransform:
         return cls((int(h), int(w)), bool(d["grayscale"]))
 
     def __call__(self, path: str | os.PathLike) -> np.ndarray:
-        """Decode ``path`` to a contiguous uint8 (C, H, W) array; :class:`ImageDecodeError` if it cannot."""
+        """Decode ``path`` to a contiguous uint8 (C, H, W) array (steps 1-4: :func:`cnnlab.data.images.read_image`,
+        within its size limits); :class:`ImageDecodeError` (:class:`ImageTooLargeError` over a limit) if it cannot."""
         h, w = self.size
-        try:
-            with Image.open(path) as im:
-                side = self.JPEG_DRAFT * max(h, w)
-                im.draft(None, (side, side))  # JPEG only; others decode at full size
-                im = _flatten(ImageOps.exif_transpose(im), self.grayscale)
-                im = ImageOps.fit(im, (w, h), Image.Resampling.BILINEAR)
-        except FileNotFoundError:
-            raise ImageDecodeError(f"{path}: no such file") from None
-        # Pillow's plugins raise OSError, ValueError, SyntaxError, EOFError, struct.error,
-        # DecompressionBombError, ... on damaged files: any of them means this file cannot be used
-        except Exception as e:  # noqa: BLE001
-            raise ImageDecodeError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+        side = self.JPEG_DRAFT * max(h, w)
+        im = ImageOps.fit(read_image(path, self.grayscale, draft=(side, side)), (w, h), Image.Resampling.BILINEAR)
         a = np.asarray(im, dtype=np.uint8)
         return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
 
 
-def _flatten(im: Image.Image, grayscale: bool) -> Image.Image:
-    """``im`` as "L" or "RGB": 16-bit grayscale scaled, palettes expanded, alpha over white."""
-    if im.mode.startswith("I;16"):  # Pillow's own conversion to "L" clips at 255 instead of scaling
-        a = np.asarray(im).astype(np.uint32)
-        im = Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8))
-    elif im.mode in ("P", "PA"):
-        im = im.convert("RGBA")  # honours a palette's transparent entry
-    if im.mode in ("RGBA", "LA", "RGBa", "La") or "transparency" in im.info:
-        im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA"))
-    return im.convert("L" if grayscale else "RGB")
-
-
 def _is_grayscale(path: str) -> bool | None:
-    """Whether the file's header says grayscale (None: unreadable; the decoding pass names it)."""
+    """Whether the file's header says grayscale (None: unreadable or over a limit; the decoding pass names it)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if im.mode in _GRAY_MODES:
                 return True
             if im.mode in ("P", "PA"):
                 palette = np.asarray(im.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
                 return bool(len(palette)) and bool((palette == palette[:, :1]).all())
             return False
-    except Exception:  # noqa: BLE001  (see ImageTransform.__call__)
+    except ImageDecodeError:
         return None
 
 
@@ -199,46 +189,121 @@ def _subfolders(folder: Path) -> list[str]:
         return sorted(e.name for e in it if not e.name.startswith(".") and e.is_dir())
 
 
-def _images_in(folder: Path) -> list[_File]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            path = os.path.join(dirpath, name)
+def _dir_key(path: str | os.PathLike) -> tuple[int, int] | None:
+    """The identity of the directory ``path`` leads to, links followed (None: it cannot be read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class _Walk:
+    """Finds the image files under a dataset's folders, links followed, with each directory entered once and
+    each file (by its device and inode: its real path, or a hard link to it) kept once across the dataset.
+
+    The dataset's own folders (the root, the split and the class folders) are reserved up front, so a link
+    inside a class back to them (``cat/up -> ..``) is not followed; a link to a folder outside the dataset
+    is followed, once. What is not kept is counted: :attr:`duplicates` (files reached again) and
+    :attr:`revisits` (directories reached again, the loops among them).
+    """
+
+    def __init__(self) -> None:
+        self.entered: set[tuple[int, int]] = set()
+        self.kept: set[tuple[int, int]] = set()
+        self.duplicates = 0
+        self.revisits: list[str] = []
+
+    def reserve(self, folder: Path) -> None:
+        key = _dir_key(folder)
+        if key is not None:
+            self.entered.add(key)
+
+    def images(self, folder: Path) -> list[_File]:
+        """The image files under ``folder`` (entered even if reserved) not met before, in sorted order: a
+        folder's own files, then its subfolders' depth first (as a sorted ``os.walk``)."""
+        found: list[_File] = []
+        stack, top = [str(folder)], True
+        while stack:
+            here = stack.pop()
+            if not top:
+                key = _dir_key(here)
+                if key is None:
+                    continue
+                if key in self.entered:
+                    self.revisits.append(here)
+                    continue
+                self.entered.add(key)
+            top = False
             try:
-                st = os.stat(path)
-                found.append(_File(path, st.st_size, st.st_mtime_ns))
-            except OSError:  # a dangling link: decoding names it
-                found.append(_File(path, -1, -1))
-    return found
+                with os.scandir(here) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError:  # unreadable: skipped, as os.walk does
+                continue
+            subfolders = []
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                try:
+                    is_dir = e.is_dir()  # links followed
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    subfolders.append(e.path)
+                    continue
+                if not e.name.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                try:
+                    st = os.stat(e.path)
+                except OSError:  # a dangling link: decoding names it
+                    found.append(_File(e.path, -1, -1))
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in self.kept:
+                    self.duplicates += 1
+                    continue
+                self.kept.add(key)
+                found.append(_File(e.path, st.st_size, st.st_mtime_ns))
+            stack.extend(reversed(subfolders))
+        return found
 
 
-def _class_files(folder: Path, classes: Sequence[str] | None) -> tuple[tuple[str, ...], list[list[_File]]]:
-    """The classes of a class-per-subfolder ``folder`` (checked against ``classes`` if given) and their files."""
+def _class_names(folder: Path, classes: Sequence[str] | None) -> tuple[str, ...]:
+    """The classes of a class-per-subfolder ``folder``: its subfolders, checked against ``classes`` if given."""
     found = _subfolders(folder)
     if classes is None:
         if not found:
-            loose = len(_images_in(folder))
+            loose = len(_Walk().images(folder))
             where = f" ({loose} images lie directly in it)" if loose else ""
             raise DatasetError(f"{folder}: no class folders{where}; put each class's images in a subfolder named "
                                "after the class")
         if len(found) < 2:
             raise DatasetError(f"{folder}: only one class folder ({found[0]}); a classifier needs at least two")
-        classes = found
-    elif list(classes) != found:
+        return tuple(found)
+    if list(classes) != found:
         missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
         raise DatasetError(f"{folder}: its class folders differ from the training classes ("
                            + "; ".join(p for p in (missing and f"missing {', '.join(missing)}",
                                                    extra and f"extra {', '.join(extra)}") if p) + ")")
-    files = [_images_in(folder / c) for c in classes]
-    if not any(files):
+    return tuple(classes)
+
+
+def _class_files(folder: Path, classes: Sequence[str], walk: _Walk) -> list[list[_File]]:
+    """The files of each class folder of ``folder`` not already found by ``walk``; an error if one is left empty."""
+    files, dropped = [], []
+    for c in classes:
+        before = walk.duplicates
+        files.append(walk.images(folder / c))
+        dropped.append(walk.duplicates - before)
+    if not any(files) and not any(dropped):
         raise DatasetError(f"{folder}: no images in any class folder ({', '.join(IMAGE_EXTENSIONS)})")
-    for c, f in zip(classes, files):
+    for c, f, d in zip(classes, files, dropped):
+        if not f and d:
+            raise DatasetError(f"{folder / c}: all its {d} images were already found through another class or split "
+                               "folder (the same files, reached by links); give each class its own images")
         if not f:
             raise DatasetError(f"{folder / c}: an empty class folder (no {', '.join(IMAGE_EXTENSIONS)} files)")
-    return tuple(classes), files
+    return files
 
 
 def _allocate(size: int | float, counts: Sequence[int], flag: str) -> list[int]:
@@ -269,6 +334,8 @@ class _Plan:
     labels: np.ndarray
     counts: tuple[int, int, int]
     info: dict[str, Any]
+    duplicates: int = 0  # files reached by more than one path, kept once
+    revisits: tuple[str, ...] = ()  # folders reached again through links, not entered
 
 
 def _plan(root: Path, *, val_size: int | float | None, test_size: int | float | None, subset: int | None,
@@ -280,6 +347,7 @@ def _plan(root: Path, *, val_size: int | float | None, test_size: int | float | 
     names = _subfolders(root)
     splits = {s: [n for n in names if n in aliases] for s, aliases in _SPLIT_FOLDERS.items()}
     layout: dict[str, str] = {}
+    walk = _Walk()
     if splits["train"]:
         for s, found in splits.items():
             if len(found) > 1:
@@ -288,17 +356,20 @@ def _plan(root: Path, *, val_size: int | float | None, test_size: int | float | 
         if other:
             raise DatasetError(f"{root}: split folders ({', '.join(n for f in splits.values() for n in f)}) beside "
                                f"other folders ({', '.join(other)}); use one layout")
-        classes, train = _class_files(root / "train", None)
-        layout["train"] = "train/"
-        held = {}
+        folders = {s: root / found[0] for s, found in splits.items() if found}
+        classes = _class_names(folders["train"], None)
         for s in ("val", "test"):
-            if splits[s]:
-                layout[s] = splits[s][0] + "/"
-                held[s] = _class_files(root / splits[s][0], classes)[1]
+            if s in folders:
+                _class_names(folders[s], classes)
+        layout.update({s: f"{f.name}/" for s, f in folders.items()})
     else:
-        classes, train = _class_files(root, None)
+        folders = {"train": root}
+        classes = _class_names(root, None)
         layout["train"] = "./"
-        held = {}
+    for f in (root, *folders.values(), *(f / c for f in folders.values() for c in classes)):
+        walk.reserve(f)  # before any walk, so that no link leads into another class or split
+    train = _class_files(folders["train"], classes, walk)
+    held = {s: _class_files(folders[s], classes, walk) for s in ("val", "test") if s in folders}
     for s, size, flag in (("val", val_size, "--val-size"), ("test", test_size, "test_size")):
         if s in held and size is not None:
             raise DatasetError(f"{flag} {size!r}: {root} has a {layout[s]} folder for the {s} split; "
@@ -335,7 +406,8 @@ def _plan(root: Path, *, val_size: int | float | None, test_size: int | float | 
             "test_size": None if "test" in held else (DEFAULT_SPLIT_FRACTION if test_size is None else test_size),
             "subset": subset, "split_seed": seed}
     return _Plan(root, classes, [f for f, _ in ordered], np.array([y for _, y in ordered], dtype=np.int64),
-                 tuple(len(by_split[s]) for s in ("train", "val", "test")), info)
+                 tuple(len(by_split[s]) for s in ("train", "val", "test")), info, walk.duplicates,
+                 tuple(walk.revisits))
 
 
 # ---------------------------------------------------------------- decoding
@@ -392,7 +464,8 @@ def _decode_into(out: np.ndarray, plan: _Plan, transform: ImageTransform, pmap: 
 
 def _cache_key(plan: _Plan, size: tuple[int, int], grayscale: bool | None) -> str:
     h = hashlib.sha256(json.dumps({"version": _CACHE_VERSION, "size": list(size), "grayscale": grayscale,
-                                   "transform": ImageTransform(size, False).to_dict()}).encode())
+                                   "transform": ImageTransform(size, False).to_dict(),
+                                   "limits": [max_image_pixels(), max_image_bytes()]}).encode())
     for f, y in zip(plan.files, plan.labels.tolist()):
         h.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\0{y}\n".encode())
     return h.hexdigest()[:32]
@@ -449,28 +522,41 @@ def load_folder(
         log: receives progress lines and the warnings (default: warnings through :mod:`warnings`).
 
     Raises:
-        DatasetError: a missing path, fewer than two classes, an empty class folder, no readable
+        DatasetError: an empty or missing path, fewer than two classes, an empty class folder (or one
+            whose files all were found already through another class or split), no readable
             training image for a class, a bad split size.
+        ImageLimitError: ``$CNNLAB_MAX_IMAGE_PIXELS`` or ``$CNNLAB_MAX_IMAGE_BYTES`` is not a valid limit.
     """
-    def warn(msg: str) -> None:
+    def warn(msg: str, stacklevel: int = 4) -> None:
         if log is None:
-            warnings.warn(msg, DatasetWarning, stacklevel=4)  # pointing at load_folder's caller
+            warnings.warn(msg, DatasetWarning, stacklevel=stacklevel)  # pointing at load_folder's caller
         else:
             log(f"warning: {msg}")
 
     def report(skipped: list[str]) -> None:
-        """A warning per unreadable file, then the count; an error if nothing was readable."""
+        """A warning per unreadable (or too large) file, then the count; an error if nothing was readable."""
         for msg in skipped:
             warn(f"skipped {msg}")
         if skipped:
-            warn(f"skipped {len(skipped)} of {len(plan.files)} files in {root} (unreadable or corrupt)")
+            warn(f"skipped {len(skipped)} of {len(plan.files)} files in {root} (unreadable, corrupt or too large)")
         if len(skipped) == len(plan.files):
             raise DatasetError(f"folder:{root}: none of its {len(plan.files)} images could be read")
 
     say = log or (lambda s: None)
+    if isinstance(path, str) and not path.strip():
+        raise DatasetError("folder: needs a path: folder:PATH, a folder of class folders (or of train/, val/, test/ "
+                           "holding them); use folder:. for the current folder")
     root = Path(path).expanduser().absolute()
     size = _normalize_size(image_size)
+    max_image_pixels(), max_image_bytes()  # a bad $CNNLAB_MAX_IMAGE_PIXELS or _BYTES is an error now, not per file
     plan = _plan(root, val_size=val_size, test_size=test_size, subset=subset, seed=seed)
+    if plan.duplicates:
+        warn(f"{root}: kept once {plan.duplicates} image files reached by more than one path (links): each at its "
+             "first path, in sorted order, train before val before test", stacklevel=3)
+    if plan.revisits:
+        more = f" and {len(plan.revisits) - 1} more" if len(plan.revisits) > 1 else ""
+        warn(f"{root}: did not enter {len(plan.revisits)} folders already read (reached again through links, or "
+             f"looping back): {plan.revisits[0]}{more}", stacklevel=3)
     limit, n_workers = _memory_limit(memory_limit), _workers(workers, len(plan.files))
     cache = Path(cache_dir) if cache_dir is not None else folder_cache_dir()
     key = _cache_key(plan, size, grayscale)

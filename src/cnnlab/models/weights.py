@@ -1,28 +1,130 @@
 """Loading a local state dict into a model: safetensors, or a PyTorch file read with
-``weights_only=True`` (never unpickling arbitrary objects). A mismatch names the keys."""
+``weights_only=True`` (never unpickling arbitrary objects). A mismatch names the keys.
+
+A weights file may come from anywhere: its size is checked before it is read (at most
+:data:`MAX_WEIGHTS_BYTES`, or ``$CNNLAB_MAX_WEIGHTS_BYTES``), and a PyTorch file that holds Python
+objects besides tensors is refused in cnnlab's words (which object, and how to save a plain state dict).
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-__all__ = ["WeightsError", "load_state_dict_file", "read_state_dict"]
+from cnnlab.errors import CnnlabError
+
+__all__ = ["WeightsError", "MAX_WEIGHTS_BYTES", "MAX_WEIGHTS_ENV", "load_state_dict_file", "read_state_dict",
+           "byte_limit", "format_bytes"]
 
 _SHOW = 8
 
+#: The largest weights file read (the largest torchvision weights, ViT-H/14's, are about 2.5 GB);
+#: ``$CNNLAB_MAX_WEIGHTS_BYTES`` overrides it.
+MAX_WEIGHTS_BYTES = 4 << 30
+MAX_WEIGHTS_ENV = "CNNLAB_MAX_WEIGHTS_BYTES"
 
-class WeightsError(ValueError):
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+#: the object a refused pickle names: "GLOBAL posix.system whose module posix is blocked",
+#: "GLOBAL exec was not an allowed global" (torch drops the "builtins." prefix)
+_GLOBAL = re.compile(r"GLOBAL (\S+) (?:whose module|was not an allowed)")
+_REDUCE = re.compile(r"(?:unrecognized function|new object .* but got) (<[^>]*>|\S+)")
+_SAVE_PLAIN = "save it with torch.save(model.state_dict()) or as .safetensors"
+
+
+class WeightsError(CnnlabError):
     """A weights file that cannot be read or does not match the model."""
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes as a message shows them: ``512 bytes``, ``1.5 KiB``, ``4.0 GiB``."""
+    if n < 1024:
+        return f"{n} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        n /= 1024
+        if n < 1024 or unit == "EiB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def byte_limit(env: str, default: int, error: type[CnnlabError] = CnnlabError) -> int:
+    """A size limit: ``$env`` when set (bytes, or a number with K, M, G or T, powers of 1024, e.g. ``512M``),
+    else ``default``. A value that is not a positive size raises ``error``, naming the variable."""
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return default
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", raw.lower())
+    value = int(float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_")) if m else 0
+    if value < 1:
+        raise error(f"${env}={raw!r}: give a positive number of bytes, or a number with K, M, G or T (e.g. 512M)")
+    return value
+
+
+def _check_size(path: Path) -> None:
+    """Refuse a weights file over :data:`MAX_WEIGHTS_BYTES` (or ``$CNNLAB_MAX_WEIGHTS_BYTES``) before reading it."""
+    limit = byte_limit(MAX_WEIGHTS_ENV, MAX_WEIGHTS_BYTES, WeightsError)
+    size = path.stat().st_size
+    if size > limit:
+        raise WeightsError(f"weights file {str(path)!r} is {format_bytes(size)}, over the {format_bytes(limit)} "
+                           f"limit (${MAX_WEIGHTS_ENV})")
+
+
+def _clean(text: str) -> str:
+    """PyTorch's error text without colour codes and without its advice: the first line that says what is
+    wrong (never the suggestion to load with ``weights_only=False``), its first sentence when long, at most
+    200 characters."""
+    lines = [ln.strip() for ln in _ANSI.sub("", text).splitlines()]
+    advice = ("weights_only", "weights only load failed", "check the documentation", "please file an issue",
+              "trusted source", "add_safe_globals")
+    keep = [ln for ln in lines if ln and not any(a in ln.lower() for a in advice)]
+    first = keep[0] if keep else ""
+    if len(first) > 120 and ". " in first:  # e.g. "... central directory. This is an internal miniz error. ..."
+        first = first[:first.index(". ")]
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+def _refusal(path: Path, e: BaseException) -> WeightsError:
+    """The error for a PyTorch file ``torch.load(weights_only=True)`` refused or could not read."""
+    import pickle
+
+    text = _ANSI.sub("", str(e))
+    if isinstance(e, pickle.UnpicklingError):
+        found = _GLOBAL.search(text) or _REDUCE.search(text)
+        if found:
+            name = found.group(1)
+            if found.re is _GLOBAL and "." not in name:
+                name = f"builtins.{name}"
+            return WeightsError(_printable(f"weights file {str(path)!r} is not a plain state dict (it holds Python "
+                                           f"objects that would have to be unpickled: {name}); refused for "
+                                           f"safety: {_SAVE_PLAIN}"))
+        detail = _clean(text)
+        return WeightsError(_printable(f"weights file {str(path)!r} cannot be read as a plain state dict without "
+                                       f"unpickling arbitrary objects (PyTorch's safe loader: {detail or 'refused'})"
+                                       f"; refused for safety: {_SAVE_PLAIN}"))
+    detail = _clean(text)
+    return WeightsError(_printable(f"weights file {str(path)!r} is not a readable PyTorch file ({type(e).__name__}"
+                                   + (f": {detail}" if detail else "") + ")"))
+
+
+def _printable(message: str) -> str:
+    """``message`` with every character a terminal would act on (the file chooses the names) shown as ``?``."""
+    return "".join(c if c.isprintable() else "?" for c in message)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file, or of a ``.pth``/``.pt``/``.bin`` state dict (also one
-    nested under ``"state_dict"`` or ``"model"``, as training scripts save them)."""
+    nested under ``"state_dict"`` or ``"model"``, as training scripts save them). The file's size is
+    checked first; a PyTorch file is read with ``weights_only=True``, PyTorch's warnings silenced, and
+    one holding anything but tensors and plain containers is refused (:class:`WeightsError`, naming the
+    object it holds)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {str(path)!r} does not exist")
+    _check_size(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -34,10 +136,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix not in (".pth", ".pt", ".bin"):
         raise WeightsError(f"weights file {str(path)!r}: expected .safetensors, .pth, .pt or .bin")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 5": the file is refused or read anyway
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad or unsafe file
-        raise WeightsError(f"weights file {str(path)!r} could not be read as a state dict with "
-                           f"weights_only=True ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise _refusal(path, e) from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

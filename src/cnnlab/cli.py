@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
 import sys
+import threading
 from typing import Any, Sequence
+
+from cnnlab.errors import CnnlabError
 
 __all__ = ["main", "build_parser"]
 
@@ -51,14 +56,23 @@ def _positive_ints(s: str) -> list[int]:
     return v
 
 
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {s!r}")
-    return v
+def _finite(positive: bool):
+    what = "a positive finite number" if positive else "a finite number"
+
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v) or (positive and not v > 0):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {s!r}")
+        return v
+
+    return parse
+
+
+_positive_float = _finite(positive=True)
+_finite_float = _finite(positive=False)
 
 
 def _count_or_fraction(s: str) -> int | float:
@@ -154,11 +168,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     h.add_argument("--batch-size", type=_positive_int, default=c.batch_size)
     h.add_argument("--lr", type=_positive_float, help=f"peak learning rate (default per optimizer: {per_opt(DEFAULT_LR)})")
     h.add_argument("--optimizer", choices=OPTIMIZERS, default=c.optimizer)
-    h.add_argument("--momentum", type=float, default=c.momentum, help="SGD momentum (Nesterov)")
-    h.add_argument("--weight-decay", type=float, help=f"default per optimizer: {per_opt(DEFAULT_WEIGHT_DECAY)}")
+    h.add_argument("--momentum", type=_finite_float, default=c.momentum, help="SGD momentum (Nesterov)")
+    h.add_argument("--weight-decay", type=_finite_float, help=f"default per optimizer: {per_opt(DEFAULT_WEIGHT_DECAY)}")
     h.add_argument("--schedule", choices=SCHEDULES, default=c.schedule)
-    h.add_argument("--warmup", type=float, default=c.warmup, help="warm-up fraction of training (onecycle, cosine)")
-    h.add_argument("--label-smoothing", type=float, default=c.label_smoothing)
+    h.add_argument("--warmup", type=_finite_float, default=c.warmup, help="warm-up fraction of training (onecycle, cosine)")
+    h.add_argument("--label-smoothing", type=_finite_float, default=c.label_smoothing)
     h.add_argument("--augment", action=argparse.BooleanOptionalAction, default=c.augment,
                    help="augmentation on whole batches (see --hflip, --crop-padding)")
     h.add_argument("--crop-padding", type=_non_negative_int, default=c.crop_padding,
@@ -356,7 +370,7 @@ def _add_compress_args(p: argparse.ArgumentParser) -> None:
                    help="; ".join(f"{k}: {v}" for k, (_, v) in METHODS.items()))
     p.add_argument("--sweep", action="store_true", help="every method over a range of settings (table + Pareto plot)")
     s = p.add_argument_group("settings (each for the methods named)")
-    s.add_argument("--sparsity", type=float, help="prune: fraction of weights (or, --structured, of channels) "
+    s.add_argument("--sparsity", type=_finite_float, help="prune: fraction of weights (or, --structured, of channels) "
                                                   "removed, in (0, 1) (0.9)")
     s.add_argument("--scope", choices=("lamp", "global", "layer"),
                    help="prune: one threshold on LAMP scores (Lee et al. 2021), on plain magnitudes, or the same "
@@ -395,7 +409,7 @@ def _add_conv_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--padding", help="P, PH,PW, TOP,BOTTOM,LEFT,RIGHT, or valid / same / full (default 0)")
     p.add_argument("--dilation", help="D or DH,DW (default 1)")
     p.add_argument("--padding-mode", choices=PADDING_MODES, default=None, help="how to pad (default zeros)")
-    p.add_argument("--value", type=float, default=None, help="the constant for --padding-mode constant")
+    p.add_argument("--value", type=_finite_float, default=None, help="the constant for --padding-mode constant")
     p.add_argument("--ceil-mode", action="store_true", help="pooling: round the output size up")
     p.add_argument("--exclude-pad", action="store_true", help="avg pooling: divide by real pixels only")
     p.add_argument("--steps", action="store_true", help="print every position's products and sum")
@@ -404,10 +418,19 @@ def _add_conv_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=_positive_float, default=1.5, help="animation frames per second (1.5)")
 
 
+#: What `train --resume RUN` takes besides the run: where to train and how to show it (the rest is the run's).
+_RESUME_TAKES = {"command", "resume", "device", "progress"}
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
     from cnnlab.train import TrainConfig, fit
 
     if a.resume:
+        ignored = sorted(a.given - _RESUME_TAKES)
+        if ignored:
+            flags = ", ".join("--" + k.replace("_", "-") if k != "source" else "--from" for k in ignored)
+            raise _BadInput(f"--resume {a.resume} continues with the run's own settings (its config.json); drop "
+                            f"{flags} (to train with other settings, start a new run with --out)")
         metrics = fit(resume=a.resume, device=a.device, progress=a.progress)
         run = a.resume
     else:
@@ -462,6 +485,11 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         run.model.to(memory_format=torch.channels_last)
     loader = make_eval_loader(data.test_x, data.test_y, run.data, dev, cfg.eval_batch_size, channels_last)
     m = evaluate(run.model, loader, len(run.data["classes"]), resolve_precision(cfg.precision, dev))
+    if m["nonfinite_outputs"]:
+        from cnnlab.errors import NonFiniteError
+
+        raise NonFiniteError(f"{a.run}: the model's outputs are not finite (NaN or inf) for {m['nonfinite_outputs']} "
+                             f"of {m['count']} test images; its weights are broken (a diverged or corrupted run)")
     classes = run.data["classes"]
     result = {"run": a.run, "test_accuracy": m["accuracy"], "test_loss": m["loss"], "test_images": m["count"],
               "per_class_accuracy": dict(zip(classes, m["per_class_accuracy"])),
@@ -538,7 +566,7 @@ def _anatomy_model(a: argparse.Namespace):
             kwargs.setdefault("image_size", size[1] if size[1] == size[2] else list(size[1:]))
     try:
         model = create_model(a.model, weights=a.weights, **kwargs)
-    except WeightsError:
+    except CnnlabError:
         raise
     except (TypeError, ValueError) as e:
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
@@ -761,8 +789,8 @@ def _cmd_data(a: argparse.Namespace) -> int:
     return 0
 
 
-class _BadInput(ValueError):
-    """A ``ValueError`` from the reference ops that names a bad command-line value."""
+class _BadInput(CnnlabError):
+    """A bad command-line value or combination of flags, named in the message."""
 
 
 def _ints(s: str | None, flag: str):
@@ -779,6 +807,7 @@ def _cmd_conv(a: argparse.Namespace) -> int:
     from cnnlab.ops import trace2d
     from cnnlab.ops.examples import EXAMPLES, get_example
     from cnnlab.ops.matrix import format_matrix, load_matrix
+    from cnnlab.ops.steps import check_trace2d
 
     if a.example == "list":
         for name, ex in EXAMPLES.items():
@@ -815,14 +844,21 @@ def _cmd_conv(a: argparse.Namespace) -> int:
             raise ValueError("--size, --ceil-mode and --exclude-pad apply to pooling (--op max or avg)")
         if op in ("correlate", "convolve") and kernel is None:
             raise ValueError(f"--op {op} needs --kernel MATRIX")
+        if a.json:  # the trace, its dict and the JSON text, before any of them is made
+            check_trace2d(x, kernel, op, as_json=True, **options)
         trace = trace2d(x, kernel, op, **options)
         frames = []
         if a.animate:
-            from cnnlab.ops import animate
+            from cnnlab.ops.animation import AnimationPathError, animate
 
-            frames = animate(trace, a.animate, fps=a.fps)
+            try:
+                frames = animate(trace, a.animate, fps=a.fps)
+            except AnimationPathError as e:
+                raise _BadInput(f"--animate {e}") from None
     except ValueError as e:
         raise _BadInput(str(e)) from None
+    for note in trace.notes:
+        print(f"note: {note}", file=sys.stderr)
 
     if a.json:
         d = trace.to_dict()
@@ -860,25 +896,41 @@ _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "m
              "compress": _cmd_compress}
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside a training loop: unwinds like Ctrl-C, so locks are released and partial outputs removed."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
+def _given(argv: Sequence[str] | None) -> set[str]:
+    """The destinations the user set on the command line, as opposed to defaults (a second parse in which
+    every default is ``SUPPRESS``)."""
+    parser = build_parser()
+    stack = [parser]
+    while stack:
+        for action in stack.pop()._actions:
+            action.default = argparse.SUPPRESS
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    return set(vars(parser.parse_args(argv)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from cnnlab.data import DataNotFoundError, DatasetError, IDXError
-    from cnnlab.analysis import ShapeError
-    from cnnlab.models import TransferError, UnknownModelError, WeightsError
-    from cnnlab.viz import VizError
-    from cnnlab.predict import PredictError
-    from cnnlab.train import (CheckpointError, ConfigError, RunError, TrainingDivergedError,
-                              TrainingInterrupted)
+    from cnnlab.errors import NonFiniteError
+    from cnnlab.train import TrainingDivergedError, TrainingInterrupted
 
     args = build_parser().parse_args(argv)
+    args.given = _given(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         return _COMMANDS[args.command](args)
-    except (ConfigError, UnknownModelError, DatasetError, DataNotFoundError, IDXError, RunError,
-            CheckpointError, PredictError, _BadInput, ShapeError, WeightsError, VizError, TransferError) as e:
+    except NonFiniteError as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except TypeError as e:  # a bad --model-arg
-        if "unexpected argument" not in str(e) and "unexpected keyword argument" not in str(e):
-            raise
+        return 1
+    except CnnlabError as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDivergedError as e:
@@ -886,9 +938,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except TrainingInterrupted as e:
         print(f"cnnlab {args.command}: {e}", file=sys.stderr)
-        return 130
+        return e.exit_code
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted (Ctrl-C)"
+        print(f"\ncnnlab {args.command}: {what}; nothing half-written was left", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
     except BrokenPipeError:
         return 0
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

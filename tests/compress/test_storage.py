@@ -180,7 +180,7 @@ def test_a_bool_tensor_must_hold_zeros_and_ones(tmp_path):
 def test_a_header_over_its_limit_is_refused_before_it_is_read(tmp_path):
     raw = (MAX_HEADER_BYTES + 1).to_bytes(8, "little") + b"{"  # the header itself is not there
     (tmp_path / "m.cnnz").write_bytes(xz(raw))
-    refused(tmp_path / "m.cnnz", r"header would take 8,388,609 bytes, over the 8.0 MiB a cnnlab artifact's header")
+    refused(tmp_path / "m.cnnz", r"header would take 8,388,609 bytes, over the 8.00 MiB a cnnlab artifact's header")
     (tmp_path / "huge.cnnz").write_bytes(xz((2**64 - 1).to_bytes(8, "little")))
     refused(tmp_path / "huge.cnnz", "header would take 18,446,744,073,709,551,615 bytes")
 
@@ -193,7 +193,7 @@ def test_a_stream_asking_for_a_4_gib_dictionary_is_refused(tmp_path):
     block[-4:] = zlib.crc32(bytes(block[:-4])).to_bytes(4, "little")
     data[12:12 + len(block)] = block
     (tmp_path / "m.cnnz").write_bytes(bytes(data))
-    refused(tmp_path / "m.cnnz", "asks for more than 256.0 MiB of decoder memory")
+    refused(tmp_path / "m.cnnz", "asks for more than 256 MiB of decoder memory")
 
 
 # -- the size limit ---------------------------------------------------------------------------------------
@@ -201,8 +201,8 @@ def test_the_stated_size_is_capped_and_the_cap_is_set_by_the_environment(tmp_pat
     header, data = one_f32()
     header["big"] = {"dtype": "U8", "shape": [2**32 - 12], "data_offsets": [12, 2**32]}
     (tmp_path / "claims.cnnz").write_bytes(xz(blob(header, data)))
-    message = refused(tmp_path / "claims.cnnz", "header states 4.0 GiB of tensors")
-    assert message == (f"{tmp_path / 'claims.cnnz'}: its header states 4.0 GiB of tensors, over the 1.0 GiB "
+    message = refused(tmp_path / "claims.cnnz", "header states 4.00 GiB of tensors")
+    assert message == (f"{tmp_path / 'claims.cnnz'}: its header states 4.00 GiB of tensors, over the 1.00 GiB "
                        f"limit (${MAX_ARTIFACT_ENV})")
     assert MAX_ARTIFACT_BYTES == GiB == storage.max_artifact_bytes()
     write_artifact(tmp_path / "m.cnnz", {"w": torch.zeros(100)}, {})  # 400 bytes of tensors
@@ -261,7 +261,7 @@ def test_a_bomb_whose_header_claims_4_gib_is_refused_before_decompressing(tmp_pa
     assert path.stat().st_size < 1 << 20
     done = read_limited(path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip() == (f"refused: {path}: its header states 4.0 GiB of tensors, over the 1.0 GiB limit "
+    assert done.stdout.strip() == (f"refused: {path}: its header states 4.00 GiB of tensors, over the 1.00 GiB limit "
                                    f"(${MAX_ARTIFACT_ENV})")
 
 

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from cnnlab.models import weights as wmod
-from cnnlab.models.weights import (MAX_WEIGHTS_BYTES, MAX_WEIGHTS_ENV, WeightsError, byte_limit, format_bytes,
+from cnnlab._limits import format_bytes
+from cnnlab.models.weights import (MAX_WEIGHTS_BYTES, MAX_WEIGHTS_ENV, WeightsError,
                                    read_state_dict)
 
 
@@ -153,17 +154,3 @@ def test_the_size_is_checked_before_the_file_is_read(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert read_state_dict(tmp_path / "w.pth").keys() == state().keys()  # under the default limit
     assert MAX_WEIGHTS_BYTES == 4 << 30 and wmod.MAX_WEIGHTS_ENV == "CNNLAB_MAX_WEIGHTS_BYTES"
-
-
-def test_byte_limits_and_sizes_as_messages_show_them(monkeypatch):
-    monkeypatch.delenv("CNNLAB_TEST_LIMIT", raising=False)
-    assert byte_limit("CNNLAB_TEST_LIMIT", 123) == 123
-    for raw, expected in [("2048", 2048), ("512M", 512 << 20), ("1.5G", 3 << 29), ("4 GiB", 4 << 30), ("8k", 8192)]:
-        monkeypatch.setenv("CNNLAB_TEST_LIMIT", raw)
-        assert byte_limit("CNNLAB_TEST_LIMIT", 1) == expected, raw
-    for raw in ("0", "-5", "12 parsecs", "1e9"):
-        monkeypatch.setenv("CNNLAB_TEST_LIMIT", raw)
-        with pytest.raises(WeightsError, match=r"\$CNNLAB_TEST_LIMIT=.*give a positive number of bytes"):
-            byte_limit("CNNLAB_TEST_LIMIT", 1, WeightsError)
-    assert [format_bytes(n) for n in (0, 1023, 1024, 1536, 4 << 30, 2**64 - 1)] == [
-        "0 bytes", "1023 bytes", "1.0 KiB", "1.5 KiB", "4.0 GiB", "16.0 EiB"]

@@ -26,8 +26,8 @@ from safetensors.torch import save as st_save
 
 from cnnlab._io import atomic_write_bytes
 from cnnlab.compress.base import CompressError
-from cnnlab.models.weights import byte_limit
-from cnnlab.models.weights import format_bytes as _fmt
+from cnnlab._limits import format_bytes as _fmt
+from cnnlab._limits import size_from_env
 
 __all__ = ["ARTIFACT", "MAX_ARTIFACT_BYTES", "MAX_ARTIFACT_ENV", "MAX_HEADER_BYTES", "XZ_MEMLIMIT", "pack_bits",
            "unpack_bits", "write_artifact", "read_artifact", "max_artifact_bytes", "artifact_bytes", "xz_size"]
@@ -138,7 +138,7 @@ def read_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
 def max_artifact_bytes() -> int:
     """The most tensor bytes :func:`read_artifact` decompresses: ``$CNNLAB_MAX_ARTIFACT_BYTES`` (bytes, or
     a number with K, M, G or T, e.g. ``2G``), else :data:`MAX_ARTIFACT_BYTES`."""
-    return byte_limit(MAX_ARTIFACT_ENV, MAX_ARTIFACT_BYTES, CompressError)
+    return size_from_env(MAX_ARTIFACT_ENV, MAX_ARTIFACT_BYTES, CompressError)
 
 
 class _XzStream:

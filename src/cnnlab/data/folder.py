@@ -49,7 +49,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -64,6 +63,7 @@ import torch
 from PIL import Image, ImageOps
 
 from cnnlab._io import atomic_path, atomic_write_json
+from cnnlab._limits import size_from_env
 from cnnlab.data.datasets import FOLDER_PREFIX, DataSplits, DatasetError, channel_stats
 from cnnlab.data.images import (ImageDecodeError, ImageTooLargeError, max_image_bytes, max_image_pixels, open_image,
                                 read_image)
@@ -421,13 +421,7 @@ def folder_cache_dir() -> Path:
 def _memory_limit(value: int | None) -> int:
     if value is not None:
         return int(value)
-    raw = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MEMORY_LIMIT
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", raw.lower())
-    if not m:
-        raise DatasetError(f"${MEMORY_LIMIT_ENV}={raw!r}: give bytes, or a number with K, M, G or T (e.g. 512M)")
-    return int(float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_"))
+    return size_from_env(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT, DatasetError)
 
 
 def _workers(value: int | None, files: int) -> int:

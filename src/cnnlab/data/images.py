@@ -36,6 +36,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
+from cnnlab._limits import format_bytes, size_from_env
 from cnnlab.errors import CnnlabError
 
 __all__ = ["MAX_IMAGE_PIXELS", "MAX_IMAGE_PIXELS_ENV", "MAX_IMAGE_BYTES", "MAX_IMAGE_BYTES_ENV", "ImageDecodeError",
@@ -75,14 +76,6 @@ def _mp(pixels: float) -> str:
     return f"{pixels / 1e6:g} MP"
 
 
-def _bytes(n: int) -> str:
-    """``n`` bytes in the largest binary unit it reaches, to 0.1: "256 MiB", "300.5 MiB", "10 bytes"."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{n} bytes"
-
-
 def max_image_pixels(value: int | None = None) -> int:
     """The pixel limit in force: ``value``, else ``$CNNLAB_MAX_IMAGE_PIXELS`` (a count, or with K, M or G:
     ``100M``, ``100MP``), else :data:`MAX_IMAGE_PIXELS`; never above Pillow's hard limit.
@@ -92,14 +85,11 @@ def max_image_pixels(value: int | None = None) -> int:
     """
     cap = _pillow_cap()
     if value is None:
-        raw = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
-        if not raw:
+        if not os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip():
             return MAX_IMAGE_PIXELS if cap is None else min(MAX_IMAGE_PIXELS, cap)
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)\s*(?:p|px|pixels)?", raw.lower())
-        if not m or float(m.group(1)) == 0:
-            raise ImageLimitError(f"${MAX_IMAGE_PIXELS_ENV}={raw!r}: give a positive pixel count, e.g. 100000000 "
-                                  "or 100M")
-        value, where = int(float(m.group(1)) * 1000 ** "_kmg".index(m.group(2) or "_")), f"${MAX_IMAGE_PIXELS_ENV}"
+        value = size_from_env(MAX_IMAGE_PIXELS_ENV, MAX_IMAGE_PIXELS, ImageLimitError, base=1000,
+                              what="a positive pixel count, e.g. 100000000 or 100M")
+        where = f"${MAX_IMAGE_PIXELS_ENV}"
     else:
         where = "max_pixels"
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -114,14 +104,8 @@ def max_image_bytes(value: int | None = None) -> int:
     """The byte limit in force: ``value``, else ``$CNNLAB_MAX_IMAGE_BYTES`` (bytes, or with K, M, G or T:
     ``1G``), else :data:`MAX_IMAGE_BYTES`. :class:`ImageLimitError` if it is not a positive count."""
     if value is None:
-        raw = os.environ.get(MAX_IMAGE_BYTES_ENV, "").strip()
-        if not raw:
-            return MAX_IMAGE_BYTES
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", raw.lower())
-        if not m or float(m.group(1)) == 0:
-            raise ImageLimitError(f"${MAX_IMAGE_BYTES_ENV}={raw!r}: give a positive number of bytes, or one with "
-                                  "K, M, G or T (e.g. 1G)")
-        return int(float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_"))
+        return size_from_env(MAX_IMAGE_BYTES_ENV, MAX_IMAGE_BYTES, ImageLimitError,
+                             what="a positive number of bytes, or one with K, M, G or T (e.g. 1G)")
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ImageLimitError(f"max_bytes={value!r}: give a positive number of bytes")
     return value
@@ -182,8 +166,8 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     if not stat.S_ISREG(st.st_mode):  # a folder, a FIFO, a device: reading could block or never end
         raise ImageDecodeError(f"{path}: not a regular file")
     if st.st_size > byte_limit:
-        raise ImageTooLargeError(f"{path}: {_bytes(st.st_size)} is over the limit of {_bytes(byte_limit)} for an "
-                                 f"image file (${MAX_IMAGE_BYTES_ENV}); resize or recompress it first")
+        raise ImageTooLargeError(f"{path}: {format_bytes(st.st_size)} is over the limit of {format_bytes(byte_limit)} "
+                                 f"for an image file (${MAX_IMAGE_BYTES_ENV}); resize or recompress it first")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:

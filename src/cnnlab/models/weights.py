@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from cnnlab._limits import format_bytes, size_from_env
 from cnnlab.errors import CnnlabError
 
 __all__ = ["WeightsError", "MAX_WEIGHTS_BYTES", "MAX_WEIGHTS_ENV", "load_state_dict_file", "read_state_dict",
-           "byte_limit", "format_bytes"]
+]
 
 _SHOW = 8
 
@@ -40,33 +41,9 @@ class WeightsError(CnnlabError):
     """A weights file that cannot be read or does not match the model."""
 
 
-def format_bytes(n: int) -> str:
-    """``n`` bytes as a message shows them: ``512 bytes``, ``1.5 KiB``, ``4.0 GiB``."""
-    if n < 1024:
-        return f"{n} bytes"
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        n /= 1024
-        if n < 1024 or unit == "EiB":
-            return f"{n:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def byte_limit(env: str, default: int, error: type[CnnlabError] = CnnlabError) -> int:
-    """A size limit: ``$env`` when set (bytes, or a number with K, M, G or T, powers of 1024, e.g. ``512M``),
-    else ``default``. A value that is not a positive size raises ``error``, naming the variable."""
-    raw = os.environ.get(env, "").strip()
-    if not raw:
-        return default
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", raw.lower())
-    value = int(float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_")) if m else 0
-    if value < 1:
-        raise error(f"${env}={raw!r}: give a positive number of bytes, or a number with K, M, G or T (e.g. 512M)")
-    return value
-
-
 def _check_size(path: Path) -> None:
     """Refuse a weights file over :data:`MAX_WEIGHTS_BYTES` (or ``$CNNLAB_MAX_WEIGHTS_BYTES``) before reading it."""
-    limit = byte_limit(MAX_WEIGHTS_ENV, MAX_WEIGHTS_BYTES, WeightsError)
+    limit = size_from_env(MAX_WEIGHTS_ENV, MAX_WEIGHTS_BYTES, WeightsError)
     size = path.stat().st_size
     if size > limit:
         raise WeightsError(f"weights file {str(path)!r} is {format_bytes(size)}, over the {format_bytes(limit)} "

@@ -1,7 +1,7 @@
 """The lecture's math from first principles, in NumPy: correlation and convolution (1D/2D/3D, stride,
 padding forms and modes, dilation, groups), pooling, output-size arithmetic and the explicit
 backward passes, verified against PyTorch; autograd wrappers to train on them; a step-by-step trace
-and its animation.
+and its animation; memory limits that refuse a request from its shapes before anything is allocated.
 
 Depends on numpy only, except ``autograd`` (torch) and ``animation`` (matplotlib), which are imported
 on first use.
@@ -11,16 +11,18 @@ from cnnlab.ops._args import PADDING_MODES
 from cnnlab.ops.conv import (conv1d, conv1d_backward, conv2d, conv2d_backward, conv3d, conv3d_backward, conv_nd,
                              conv_nd_backward, convolve, convolve1d, convolve2d, convolve3d, correlate,
                              correlate1d, correlate2d, correlate3d)
+from cnnlab.ops.limits import MEMORY_LIMIT, MemoryLimitError
 from cnnlab.ops.pad import pad, pad_backward
 from cnnlab.ops.pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d, global_max_pool2d, max_pool2d,
                              max_pool2d_backward)
 from cnnlab.ops.sizes import conv_output_size, conv_transpose_output_size, pool_output_size
-from cnnlab.ops.steps import OPS, Step, Trace, trace2d
+from cnnlab.ops.steps import OPS, Step, Trace, check_trace2d, trace2d
 
 _LAZY = {
     "reference_conv2d": "autograd", "reference_max_pool2d": "autograd", "reference_avg_pool2d": "autograd",
     "ReferenceConv2d": "autograd", "ReferenceMaxPool2d": "autograd", "ReferenceAvgPool2d": "autograd",
-    "to_reference": "autograd", "animate": "animation",
+    "to_reference": "autograd", "animate": "animation", "animation_bytes": "animation",
+    "AnimationPathError": "animation",
 }
 
 __all__ = [
@@ -29,7 +31,8 @@ __all__ = [
     "conv1d", "conv2d", "conv3d", "conv_nd", "conv1d_backward", "conv2d_backward", "conv3d_backward",
     "conv_nd_backward", "max_pool2d", "avg_pool2d", "max_pool2d_backward", "avg_pool2d_backward",
     "global_avg_pool2d", "global_max_pool2d", "conv_output_size", "pool_output_size",
-    "conv_transpose_output_size", "Step", "Trace", "trace2d", *_LAZY,
+    "conv_transpose_output_size", "Step", "Trace", "trace2d", "check_trace2d", "MEMORY_LIMIT", "MemoryLimitError",
+    *_LAZY,
 ]
 
 

@@ -11,15 +11,22 @@ and a final frame with the complete output, written as an animated GIF or as num
 
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from cnnlab._io import atomic_path
+from cnnlab.errors import CnnlabError
+from cnnlab.ops.limits import check_memory, memory_limit
 from cnnlab.ops.steps import Trace, format_number
 
-__all__ = ["animate", "SUFFIXES"]
+__all__ = ["animate", "animation_bytes", "AnimationPathError", "SUFFIXES", "PIXEL_BYTES", "CELL_BYTES",
+           "WINDOW_CELL_BYTES"]
 
 SUFFIXES = (".gif", ".png")
 _NAMES = {"correlate": "correlation", "convolve": "convolution (kernel flipped)",
@@ -31,12 +38,24 @@ _TITLE_PT, _CAPTION_PT, _MIN_PT, _TOP_IN, _SIDE_IN = 12.0, 10.0, 7.0, 1.1, 0.2
 _EM, _TITLE_EM = 0.6, 0.5  # glyph widths in ems (digits and monospace; proportional text)
 
 
-def animate(trace: Trace, path, *, fps: float = 1.5, dpi: int = 100) -> list[Path]:
+class AnimationPathError(CnnlabError):
+    """The animation cannot be written where asked; the message names the path and why."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: cannot write there ({reason})")
+
+
+def animate(trace: Trace, path, *, fps: float = 1.5, dpi: int = 100, max_bytes: int | None = None) -> list[Path]:
     """Draw ``trace`` frame by frame and write it to ``path``; return the paths written.
 
     ``path`` ending in ``.gif`` gives one animated GIF (``fps`` frames per second, looping);
     ``.png`` gives numbered frames ``<stem>_000.png``, ``<stem>_001.png``, ... beside it.
-    Each file is written atomically.
+
+    Before anything is drawn, the folder is checked by creating (and removing) a file in it, and the
+    memory is estimated (:func:`animation_bytes`; over ``max_bytes``, ``$CNNLAB_CONV_MEMORY`` or 1 GiB:
+    :class:`~cnnlab.ops.limits.MemoryLimitError`). The files are written atomically, the PNG frames
+    as a set: a failure leaves no new file (:class:`AnimationPathError` when writing failed).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -45,10 +64,83 @@ def animate(trace: Trace, path, *, fps: float = 1.5, dpi: int = 100) -> list[Pat
                          f"{' or '.join(SUFFIXES)} (an animated GIF or numbered PNG frames)")
     if not fps > 0:
         raise ValueError(f"fps must be positive; got {fps!r}")
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, np.integer)) or dpi < 1:
+        raise ValueError(f"dpi must be a positive integer; got {dpi!r}")
+    gif = suffix == ".gif"
+    _check_animation_memory(trace, dpi, gif, max_bytes)
+    _check_writable(path)
+    try:
+        return _write(trace, path, fps, dpi, gif)
+    except OSError as e:
+        raise AnimationPathError(path, e.strerror or str(e)) from None
+
+
+#: Bytes per pixel of one frame while it is drawn: Agg's RGBA canvas and the saved background
+#: (4 each), the RGB frame (3), its palette image and PIL's copies. Measured (peak RSS, one frame
+#: of 0.3 to 20 megapixels): 15 bytes.
+PIXEL_BYTES = 16
+#: Bytes per cell of the input and output grids (a Rectangle and a Text) and per cell of the
+#: window (a Rectangle and two Texts). Measured (peak RSS, 900 to 10000 cells): about 16 and 32 KiB.
+CELL_BYTES, WINDOW_CELL_BYTES = 16 << 10, 32 << 10
+
+
+def animation_bytes(trace: Trace, dpi: int = 100, gif: bool = True, widest: int | None = None) -> int:
+    """The bytes :func:`animate` takes for ``trace``: the figure's artists (:data:`CELL_BYTES` per grid
+    cell, :data:`WINDOW_CELL_BYTES` per window cell), one frame being drawn (:data:`PIXEL_BYTES` per
+    pixel) and, for a GIF, every frame at 1 byte per pixel (Pillow keeps them all until it writes
+    the file). ``widest``: the most characters a value takes (it sets the cell size; default: counted).
+    """
+    if widest is None:
+        finite = trace.padded[np.isfinite(trace.padded)]
+        widest = max((len(format_number(v)) for v in np.unique(np.concatenate([finite, trace.output.ravel()]))),
+                     default=1)
+    _, _, width_in, height_in = _layout(trace, widest)
+    pixels = round(width_in * dpi) * round(height_in * dpi)
+    cells = trace.padded.size + trace.output.size
+    kh, kw = trace.kernel_size
+    frames = len(trace.steps) + 1
+    return cells * CELL_BYTES + kh * kw * WINDOW_CELL_BYTES + pixels * PIXEL_BYTES + (frames * pixels if gif else 0)
+
+
+def _check_animation_memory(trace: Trace, dpi: int, gif: bool, max_bytes: int | None) -> None:
+    """Refuse an animation over the limit; a first bound with the smallest cells is free to compute."""
+    limit = memory_limit(max_bytes)
+    for widest in (1, None):
+        needed = animation_bytes(trace, dpi, gif, widest)
+        if needed > limit:
+            oh, ow = trace.output.shape
+            what = (f"animation: {len(trace.steps) + 1} frames ({oh}x{ow} output positions), input "
+                    f"{trace.input.shape[0]}x{trace.input.shape[1]}" + (", as one GIF," if gif else ","))
+            advice = ("use a smaller input or a larger stride" +
+                      (", or write PNG frames (a .png path), which are kept one at a time" if gif else ""))
+            check_memory(needed, what, advice, max_bytes)
+
+
+def _check_writable(path: Path) -> None:
+    """Raise :class:`AnimationPathError` unless a file can be created where ``path`` goes."""
+    folder = path.parent
+    try:
+        if path.is_dir():
+            raise AnimationPathError(path, "it is a folder")
+        while not folder.exists():  # atomic_path creates the missing folders
+            folder = folder.parent
+        if not folder.is_dir():
+            raise AnimationPathError(path, f"{folder} is a file, not a folder")
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if e.errno == errno.ENOENT:  # an existing folder that takes no files, e.g. /proc
+            reason = f"{folder} does not take new files"
+        raise AnimationPathError(path, reason) from None
+
+
+def _write(trace: Trace, path: Path, fps: float, dpi: int, gif: bool) -> list[Path]:
     from PIL import Image
 
     frames = _frames(trace, dpi)
-    if suffix == ".gif":
+    if gif:
         first = next(frames)
         swatch = np.repeat(np.array([list(bytes.fromhex(c[1:])) for c in _COLORS], np.uint8), 4096, axis=0)
         palette = Image.fromarray(np.concatenate([first.reshape(-1, 3), swatch])[None]).quantize(256)
@@ -59,11 +151,11 @@ def animate(trace: Trace, path, *, fps: float = 1.5, dpi: int = 100) -> list[Pat
         return [path]
     digits = max(3, len(str(len(trace.steps))))
     written = []
-    for n, frame in enumerate(frames):
-        target = path.with_name(f"{path.stem}_{n:0{digits}d}.png")
-        with atomic_path(target) as tmp:
-            Image.fromarray(frame).save(tmp, format="PNG")
-        written.append(target)
+    with ExitStack() as stack:  # every frame goes to a temporary file; all are renamed at the end, or none
+        for n, frame in enumerate(frames):
+            target = path.with_name(f"{path.stem}_{n:0{digits}d}.png")
+            Image.fromarray(frame).save(stack.enter_context(atomic_path(target)), format="PNG")
+            written.append(target)
     return written
 
 
@@ -92,6 +184,20 @@ def _shorten(text: str, limit: int) -> str:
     return (head if sep else text)[:max(limit - len(tail) - 4, 8)].rstrip(" +,") + " ..." + tail
 
 
+def _layout(trace: Trace, widest: int) -> tuple[float, float, float, float]:
+    """(gap between the grids in cells, cell size, figure width, figure height), sizes in inches;
+    ``widest``: the most characters a cell's value takes."""
+    hp, wp = trace.padded.shape
+    oh, ow = trace.output.shape
+    gap = 1.5
+    cells_w, cells_h = wp + gap + ow, max(hp, oh)
+    smallest = float(np.clip(widest * _EM * _MIN_PT / (0.9 * 72), 0.3, 0.6))
+    cell_in = float(np.clip(min(9.0 / cells_w, 7.0 / cells_h), smallest, 0.6))
+    width_in = max(cells_w * cell_in + 2 * _SIDE_IN, 6.0)
+    height_in = cells_h * cell_in + _TOP_IN + _SIDE_IN
+    return gap, cell_in, width_in, height_in
+
+
 def _frames(trace: Trace, dpi: int) -> Iterator[np.ndarray]:
     """Yield the frames as (H, W, 3) uint8 arrays: one per step, then the complete output.
 
@@ -109,15 +215,11 @@ def _frames(trace: Trace, dpi: int) -> Iterator[np.ndarray]:
                       dtype=object).reshape(hp, wp)
     widest = max(len(s) for s in [*labels.flat, *map(format_number, trace.output.flat)])
     widest_weight = 1 if trace.kernel is None else max(len(format_number(w)) for w in trace.kernel.flat)
-    gap = 1.5
+    gap, cell_in, width_in, height_in = _layout(trace, widest)
     cells_w, cells_h = wp + gap + ow, max(hp, oh)
-    smallest = float(np.clip(widest * _EM * _MIN_PT / (0.9 * 72), 0.3, 0.6))
-    cell_in = float(np.clip(min(9.0 / cells_w, 7.0 / cells_h), smallest, 0.6))
     cell_pt = cell_in * 72
     value_pt = min(0.36 * cell_pt, 0.9 * cell_pt / (_EM * widest))
     weight_pt = min(0.2 * cell_pt, 0.45 * cell_pt / (_EM * widest_weight))
-    width_in = max(cells_w * cell_in + 2 * _SIDE_IN, 6.0)
-    height_in = cells_h * cell_in + _TOP_IN + _SIDE_IN
     text_in = width_in - 2 * _SIDE_IN
 
     fig = Figure(figsize=(width_in, height_in), dpi=dpi)

@@ -165,3 +165,22 @@ def test_a_single_output_file_is_checked_before_the_work(tmp_path):
     with pytest.raises(OutputError, match="must end in .npz"):
         check_output_file(tmp_path / "a.txt", overwrite=False, flag="--x", suffixes=(".npz",))
     assert mine.read_text() == "user data"
+
+
+def test_an_experiment_from_before_markers_with_its_runs_viz_and_sweep_is_recognised(tmp_path):
+    exp = tmp_path / "experiment-fmnist"
+    for rel, text in [("comparison.json", "{}"), ("fmnist-cnn/config.json", '{"train": {}}'),
+                      ("fmnist-cnn/metrics.json", "{}"), ("fmnist-cnn/viz/viz.json", "{}"),
+                      ("fmnist-cnn/viz/gradcam.png", ""), ("fmnist-cnn/checkpoint/last.safetensors", ""),
+                      ("fmnist-cnn-sweep/sweep.json", "{}"), ("fmnist-cnn-sweep/quantize/compression.json", "{}")]:
+        (exp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (exp / rel).write_text(text)
+    with claim_output(exp, EXPERIMENT) as claim:
+        assert claim.foreign() == []
+        claim.clear()
+    assert (exp / "fmnist-cnn" / "metrics.json").is_file() and (exp / "fmnist-cnn-sweep" / "sweep.json").is_file()
+    (exp / "fmnist-cnn" / "viz" / "my-notes.txt").write_text("mine")
+    with claim_output(exp, EXPERIMENT) as claim:  # a run holding the user's file is no longer only cnnlab's
+        with pytest.raises(OutputError, match=r"did not write \(fmnist-cnn/\)"):
+            claim.clear()
+    assert (exp / "fmnist-cnn" / "viz" / "my-notes.txt").read_text() == "mine"

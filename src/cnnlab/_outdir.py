@@ -375,6 +375,6 @@ COMPRESSED_RUN = Layout("compressed-run", ("config.json", "model.json", "model.c
 SWEEP = Layout("sweep", ("sweep.json", "sweep.md", "sweep.png"), children=(COMPRESSED_RUN,),
                signatures=("sweep.json",))
 EXPERIMENT = Layout("experiment", ("comparison.json", "comparison.md", "transfer.json", "transfer.md", "transfer.png"),
-                    children=(RUN, COMPRESSED_RUN), signatures=("comparison.json", "transfer.json"))
+                    children=(RUN, COMPRESSED_RUN, SWEEP), signatures=("comparison.json", "transfer.json"))
 COMPARE = Layout("compare", ("compare.json", "compare.md", "compare.png", "layers.json", "layers.md"),
-                 children=(RUN, COMPRESSED_RUN), signatures=("compare.json", "layers.json"))
+                 children=(RUN, COMPRESSED_RUN, SWEEP), signatures=("compare.json", "layers.json"))

@@ -710,17 +710,25 @@ def _cmd_compare(a: argparse.Namespace) -> int:
             if given:
                 raise _BadInput(f"{', '.join(given)} apply to training; --layers trains nothing")
             kwargs = {k: getattr(a, k) for k in _COMPARE_LAYERS if getattr(a, k) is not None}
-            if a.out and os.path.exists(a.out) and not os.path.isdir(a.out):
-                raise _BadInput(f"--out {a.out}: exists and is not a directory")
-            warning = busy_warning(a.threads)
-            if warning:
-                print(f"warning: {warning}", file=sys.stderr)
-            rows = compare_layers(**kwargs, threads=a.threads, repeats=a.repeats, channels_last=a.channels_last)
-            if a.out:
-                from cnnlab._io import atomic_write_json, atomic_write_text
+            from cnnlab._outdir import COMPARE, claim_output
 
-                atomic_write_json(os.path.join(a.out, "layers.json"), rows)
-                atomic_write_text(os.path.join(a.out, "layers.md"), format_layers(rows, markdown=True))
+            claim = claim_output(a.out, COMPARE) if a.out else None  # checked before measuring
+            try:
+                warning = busy_warning(a.threads)
+                if warning:
+                    print(f"warning: {warning}", file=sys.stderr)
+                rows = compare_layers(**kwargs, threads=a.threads, repeats=a.repeats, channels_last=a.channels_last)
+                if claim is not None:
+                    from cnnlab._io import atomic_write_json, atomic_write_text
+
+                    atomic_write_json(os.path.join(a.out, "layers.json"), rows)
+                    atomic_write_text(os.path.join(a.out, "layers.md"), format_layers(rows, markdown=True))
+            except BaseException:
+                if claim is not None:
+                    claim.release(failed=True)
+                raise
+            if claim is not None:
+                claim.release()
             print(json.dumps(rows, indent=2) if a.json else format_layers(rows))
             return 0
         if not a.models:

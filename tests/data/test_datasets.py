@@ -122,9 +122,13 @@ def test_subset_keeps_the_first_n_training_images(fake_dir):
     assert len(sub.test_x) == N_TEST
 
 
-def test_subset_larger_than_training_set_keeps_all(fake_dir):
-    d = load(fake_dir, val_size=10, subset=1000)
+def test_subset_larger_than_training_set_keeps_all_and_says_so(fake_dir):
+    with pytest.warns(UserWarning, match="--subset 1000 is more than the 50 training images"):
+        d = load(fake_dir, val_size=10, subset=1000)
     assert len(d.train_x) == 50
+    said = []
+    load_dataset("fashion-mnist", fake_dir, val_size=10, subset=1000, log=said.append)
+    assert said == ["note: --subset 1000 is more than the 50 training images of fashion-mnist; training on all of them"]
 
 
 # ---------------------------------------------------------------- statistics

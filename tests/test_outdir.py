@@ -184,3 +184,9 @@ def test_an_experiment_from_before_markers_with_its_runs_viz_and_sweep_is_recogn
         with pytest.raises(OutputError, match=r"did not write \(fmnist-cnn/\)"):
             claim.clear()
     assert (exp / "fmnist-cnn" / "viz" / "my-notes.txt").read_text() == "mine"
+
+
+def test_an_output_of_another_kind_is_named(tmp_path):
+    claim_output(tmp_path / "c", COMPRESSED_RUN).release()
+    with pytest.raises(OutputError, match="holds a cnnlab compressed-run output, not a run"):
+        claim_output(tmp_path / "c", RUN)

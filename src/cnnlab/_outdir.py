@@ -85,6 +85,15 @@ def _is_output(path: Path) -> bool:
         return False
 
 
+def _kind(path: Path) -> str | None:
+    """The kind of output the marker in ``path`` names, or None."""
+    try:
+        kind = json.loads((path / MARKER).read_text()).get("kind")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
 def _foreign(path: Path, layout: Layout) -> list[str]:
     """The entries of ``path`` (relative names) that ``layout`` does not account for."""
     out = []
@@ -298,7 +307,14 @@ def claim_output(path: str | os.PathLike, layout: Layout, *, flag: str = "--out"
         if resolved.is_relative_to(src):
             raise OutputError(f"{flag} {path} lies inside the input {inp}, which is only read; choose another {word}")
     existed = path.is_dir()
-    if existed and os.listdir(path) and not _recognised(path, layout):
+    try:
+        ours = not existed or not os.listdir(path) or _recognised(path, layout)
+    except OSError as e:
+        raise OutputError(f"{flag} {path}: cannot read it ({e.strerror or e})") from None
+    kind = _kind(path) if existed else None
+    if kind is not None and kind != layout.kind:
+        raise OutputError(f"{flag} {path}: holds a cnnlab {kind} output, not a {layout.kind}; choose another {word}")
+    if not ours:
         foreign = _foreign(path, layout)
         raise OutputError(f"{flag} {path}: exists and holds files cnnlab did not write"
                           + (f" ({_listing(foreign)})" if foreign else "") + f"; choose another {word}")

@@ -89,14 +89,20 @@ def test_compress_into_a_file_fails_before_any_work(capsys, run_dir, tmp_path, m
 
 
 def test_a_second_writer_is_refused_naming_the_first(capsys, fake_fmnist_dir, tmp_path):
-    out = tmp_path / "x"
-    with claim_output(out, RUN, command="cnnlab train --out x --model mlp"):
-        for argv in (["train", *QUICK, "--data-dir", str(fake_fmnist_dir), "--out", str(out), "--overwrite"],
-                     ["experiment", "fmnist", "--out", str(out), "--subset", "256"]):
+    from cnnlab._outdir import EXPERIMENT
+
+    run, exp = tmp_path / "x", tmp_path / "exp"
+    with claim_output(run, RUN, command="cnnlab train --out x --model mlp"), \
+            claim_output(exp, EXPERIMENT, command="cnnlab experiment fmnist --out exp"):
+        for argv, holder in (
+                (["train", *QUICK, "--data-dir", str(fake_fmnist_dir), "--out", str(run), "--overwrite"],
+                 "`cnnlab train --out x --model mlp`"),
+                (["experiment", "fmnist", "--out", str(exp), "--subset", "256"], "`cnnlab experiment fmnist --out exp`")):
             code, _, err = run_cli(capsys, *argv)
             assert code == 2
-            one_line_error(err, "in use by another cnnlab process", "`cnnlab train --out x --model mlp`")
-    assert sorted(p.name for p in out.iterdir()) == [".cnnlab", ".cnnlab.lock"]
+            one_line_error(err, "in use by another cnnlab process", holder)
+    assert sorted(p.name for p in run.iterdir()) == [".cnnlab", ".cnnlab.lock"]
+    assert sorted(p.name for p in exp.iterdir()) == [".cnnlab", ".cnnlab.lock"]
 
 
 def test_a_run_stopped_before_its_first_checkpoint_is_no_dead_end(capsys, fake_fmnist_dir, tmp_path):

@@ -150,7 +150,9 @@ def test_compare_models_reuses_finished_runs(compared, fake_fmnist_dir):
 
 def test_a_run_of_another_recipe_is_refused_not_reused(compared, fake_fmnist_dir):
     out, _, _ = compared
-    with pytest.raises(CompareError, match=r"epochs 1 there, 2 here.*--overwrite"):
+    from cnnlab.train.reuse import RecipeMismatchError
+
+    with pytest.raises(RecipeMismatchError, match=r"epochs 1 there, 2 here.*--overwrite"):
         compare_models(["mlp"], epochs=2, subset=256, out=out, overrides=_recipe(fake_fmnist_dir), threads=1)
 
 
@@ -171,12 +173,12 @@ def test_bad_arguments_fail_before_training(tmp_path, names, kwargs, needle):
 def test_a_setting_added_after_a_run_was_made_counts_as_its_default():
     from dataclasses import replace
 
-    from cnnlab.compare import _recipe_differences
+    from cnnlab.train.reuse import recipe_differences
     from cnnlab.train import TrainConfig
 
     want = TrainConfig().to_dict()
     saved = dict(want)
     del saved["label_smoothing"]  # as if the run predated the setting
-    assert _recipe_differences(saved, want) == []
+    assert recipe_differences(saved, want) == []
     other = replace(TrainConfig(), label_smoothing=0.0).to_dict()
-    assert _recipe_differences(saved, other) == ["label_smoothing 0.1 there, 0.0 here"]
+    assert recipe_differences(saved, other) == ["label_smoothing 0.1 there, 0.0 here"]

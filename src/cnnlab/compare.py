@@ -1,11 +1,10 @@
 """Comparing CNN variants by measurement: parameters, MACs, measured CPU latency and test accuracy.
 
 The lecture ranks its "reduced complexity" architectures by parameters and MACs; neither is time. The
-depthwise-separable replacement of the lecture's 16 -> 32 conv has 1/7 of its MACs and ran 2.8x
-faster at batch 1 and 4.8x at batch 32 (channels-last, one thread of a busy 2-core EPYC; in
-contiguous NCHW it was not faster at all): the depthwise and pointwise halves do little work per byte
-they read. So every row carries a latency measured on this machine (median of repeated forward
-passes, the thread count stated) beside the counts.
+depthwise-separable replacement of the lecture's 16 -> 32 conv has 1/7 of its MACs but runs far less
+than 7x faster, and in contiguous NCHW not faster at all (bench/RESULTS.md has the measured figures):
+the depthwise and pointwise halves do little work per byte they read. So every row carries a latency
+measured on this machine (median of repeated forward passes, the thread count stated) beside the counts.
 
 - :func:`compare_models` trains each registered model with one shared recipe (a
   :class:`~cnnlab.train.TrainConfig`), reusing finished runs, and writes ``compare.json``,
@@ -39,9 +38,10 @@ from cnnlab._io import atomic_path, atomic_write_json, atomic_write_text
 from cnnlab._outdir import COMPARE, claim_output
 from cnnlab.analysis.summary import summarize
 from cnnlab.errors import CnnlabError
-from cnnlab.models import list_models, model_entrypoint
-from cnnlab.train import RunDir, TrainConfig, load_run
-from cnnlab.train.reuse import fit_or_reuse
+from cnnlab.models import has_conv2d, list_models, model_entrypoint
+from cnnlab.train import TrainConfig, load_run
+from cnnlab.train.config import DEFAULT_BATCH_SIZE
+from cnnlab.train.reuse import check_reusable, fit_or_reuse
 from cnnlab.train.rundir import machine_info
 
 __all__ = ["CompareError", "LATENCY_BATCHES", "busy_warning", "compare_layers", "compare_models", "format_compare",
@@ -53,9 +53,6 @@ LATENCY_BATCHES = (1, 256)
 
 # settings that change neither the weights nor the metrics a run ends with: a finished run made with
 # other values of these is still a run of the same recipe
-_RECIPE_NEUTRAL = {"device", "data_dir", "checkpoint_interval", "eval_batch_size"}
-
-
 class CompareError(CnnlabError):
     """A bad argument to a comparison; the message names the value and what would be valid."""
 
@@ -84,8 +81,7 @@ def _check_threads(threads: int | None) -> None:
 def busy_warning(threads: int | None) -> str | None:
     """A warning when other processes keep the CPUs busy: measured with more threads than there are
     idle CPUs, each parallel region waits for a descheduled thread and latencies jump to multiples of
-    the scheduler's time slice (measured on a 2-CPU machine at load 2.5: a 16->32 conv at batch 1 took
-    32 ms on 2 threads, 0.4 ms on 1). None when the load leaves room for ``threads``."""
+    the scheduler's time slice (bench/RESULTS.md). None when the load leaves room for ``threads``."""
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -127,9 +123,9 @@ def measure_latency(
     ``threads``: the intra-op thread count to measure with (default: the current one).
     ``channels_last``: input and weights in channels-last memory format, as cnnlab trains models with
     convolutions (default: when the model has a 2D conv and the input is C, H, W). It matters: in
-    contiguous NCHW, oneDNN reorders every conv's input and output, and a 16 -> 32 1x1 conv at batch 32
-    took 38 ms against 2.6 ms in channels-last (one thread, 2-core EPYC). The model is measured on a
-    copy then, so its own tensors keep their layout. Its train/eval flags and the thread count are
+    contiguous NCHW, oneDNN reorders every conv's input and output, which costs more than a cheap conv
+    itself (docs/ARCHITECTURE.md: "Latency is measured in the format cnnlab runs models in"). The model is
+    measured on a copy then, so its own tensors keep their layout. Its train/eval flags and the thread count are
     restored afterwards.
 
     Returns ``{"batch", "median_ms", "min_ms", "repeats", "warmup", "threads", "channels_last",
@@ -149,7 +145,7 @@ def measure_latency(
 
     x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
     if channels_last is None:
-        channels_last = len(input_size) == 3 and any(isinstance(m, nn.Conv2d) for m in model.modules())
+        channels_last = len(input_size) == 3 and has_conv2d(model)
     if channels_last:
         if len(input_size) != 3:
             raise CompareError(f"channels_last needs a C, H, W input; got input_size {tuple(input_size)}")
@@ -192,13 +188,6 @@ def measure_latency(
 
 # --------------------------------------------------------------------------------------------------
 # models
-
-
-def _recipe_differences(saved: dict[str, Any], want: dict[str, Any]) -> list[str]:
-    # a setting added to TrainConfig after the run was made is absent there: the run had its default
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
-    return [f"{k} {saved.get(k, defaults.get(k))!r} there, {want[k]!r} here" for k in want
-            if k not in _RECIPE_NEUTRAL and saved.get(k, defaults.get(k)) != want[k]]
 
 
 def _check_names(names: Sequence[str]) -> list[str]:
@@ -275,13 +264,8 @@ def compare_models(
     if out.is_dir() and os.listdir(out):
         claim_output(out, COMPARE).release()  # a folder that is not cnnlab's fails here, before any check below
     for cfg in cfgs:  # a run of another recipe would make its row lie: refuse before training anything
-        run = RunDir(out / cfg.model)
-        if overwrite or not (run.metrics.is_file() or run.checkpoint.is_file()) or not run.config.is_file():
-            continue
-        diff = _recipe_differences(run.read_json("config.json").get("train", {}), cfg.to_dict())
-        if diff:
-            raise CompareError(f"{run.path} holds a {cfg.model} run of another recipe ({'; '.join(diff)}); "
-                               "pass --overwrite to train it again, or choose another --out")
+        if not overwrite:
+            check_reusable(cfg, out / cfg.model)
 
     with claim_output(out, COMPARE):  # one writer; a folder of cnnlab's
         warning = busy_warning(threads)  # before training: our own training would raise the load
@@ -320,7 +304,7 @@ def _measure_run(name: str, path: Path, metrics: dict[str, Any], how: str, threa
                  channels_last: bool | None, log: Callable[[str], None]) -> dict[str, Any]:
     loaded = load_run(path)  # the saved model, rebuilt: the same for trained, resumed and reused runs
     model = loaded.model.float()
-    size = (int(loaded.data.get("in_channels", 1)), *map(int, loaded.data.get("image_size", (28, 28))))
+    size = loaded.input_size
     s = summarize(model, size, model_name=name)
     config = loaded.run.read_json("config.json")
     if channels_last is None:
@@ -395,8 +379,8 @@ def format_compare(result: dict[str, Any], markdown: bool = False) -> str:
              _ratio(r.get(f"speedup_b{big}"))] for r in rows]
     rc, m = result["recipe"], result["machine"]
     recipe = (f"{_n(rc['epochs'], 'epoch')}, {rc['dataset']}" + (f" (first {rc['subset']:,} training images)"
-              if rc.get("subset") else "") + f", batch {rc['batch_size']}, {rc['optimizer']} lr {rc['lr']:g}, "
-              f"{rc['schedule']} schedule, seed {rc['seed']}")
+              if rc.get("subset") else "") + f", batch {rc['batch_size'] or DEFAULT_BATCH_SIZE}, "
+              f"{rc['optimizer']} lr {rc['lr']:g}, {rc['schedule']} schedule, seed {rc['seed']}")
     formats = sorted({"channels-last" if r.get("channels_last") else "contiguous (NCHW)" for r in rows})
     machine = (f"{m.get('cpu')}, torch {m.get('torch')}, {_n(t, 'thread')}; latency: float32 CPU forward pass of a "
                f"whole batch, {' / '.join(formats)}, median of repeats (ms)")

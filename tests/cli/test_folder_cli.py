@@ -184,3 +184,18 @@ def test_predict_refuses_invert_for_a_folder_run(capsys, folder_run):
     code, _, err = run_cli(capsys, "predict", str(run), str(Path(folder) / "disc" / "00.png"), "--invert", "yes")
     assert code == 2
     one_line_error(err, "--invert applies to runs trained on Fashion-MNIST", "recorded transform")
+
+
+def test_predict_shows_no_library_warning(folder_run):
+    """Normal input reaches the user with no library warning: the CLI runs with every warning an error."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    run, folder = folder_run
+    r = subprocess.run([sys.executable, "-W", "error", "-m", "cnnlab", "predict", str(run),
+                        str(Path(folder) / "disc" / "00.png"), str(Path(folder) / "square" / "01.jpg")],
+                       capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert len(r.stdout.splitlines()) == 2 and all("%" in ln for ln in r.stdout.splitlines())

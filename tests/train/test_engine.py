@@ -126,3 +126,24 @@ def test_fmnist_cnn_trains_with_bf16_and_channels_last(tiny_data, tmp_path):
                   data=tiny_data, progress=False, log=lambda s: None)
     assert metrics["precision"] == "bf16" and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["trainable_params"] == 1_677_674
+
+
+def test_fit_never_changes_the_callers_config(tiny_data, tmp_path):
+    cfg = _cfg(epochs=1)
+    before = cfg.to_dict()
+    fit(cfg, tmp_path / "run", data=tiny_data, progress=False, log=lambda s: None)
+    assert cfg.to_dict() == before
+
+
+def test_a_small_training_set_is_one_batch_unless_a_batch_size_is_given(tiny_data, tmp_path):
+    import dataclasses
+
+    small = dataclasses.replace(tiny_data, train_x=tiny_data.train_x[:96], train_y=tiny_data.train_y[:96])
+    said = []
+    fit(_cfg(epochs=1, batch_size=None), tmp_path / "run", data=small, progress=False, log=said.append)
+    assert any(s.startswith("note: the 96 training images are fewer than the default batch of 256; training with "
+                            "batches of 96") for s in said), said
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["resolved"]["batch_size"] == 96 and saved["train"]["batch_size"] is None
+    with pytest.raises(ConfigError, match="--batch-size 128 is larger than the 96 training images"):
+        fit(_cfg(epochs=1, batch_size=128), tmp_path / "run2", data=small, progress=False, log=lambda s: None)

@@ -17,8 +17,10 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from cnnlab.models import has_conv2d
 from cnnlab.data import Augment, BatchLoader, DataSplits
 from cnnlab.train import TrainConfig
+from cnnlab.train.config import DEFAULT_BATCH_SIZE
 from cnnlab.train.engine import build_optimizer
 
 __all__ = ["make_finetune"]
@@ -48,9 +50,9 @@ def make_finetune(cfg: TrainConfig, data: DataSplits, *, device: str | torch.dev
         if epochs <= 0:
             return []
         recipe = replace(cfg, lr=cfg.lr * lr_fraction * lr_scale)
-        channels_last = recipe.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+        channels_last = recipe.channels_last and has_conv2d(model)
         augment = Augment(recipe.crop_padding, recipe.hflip) if recipe.augment else Augment()
-        loader = BatchLoader(data.train_x, data.train_y, min(recipe.batch_size, len(data.train_y)), shuffle=True,
+        loader = BatchLoader(data.train_x, data.train_y, min(recipe.batch_size or DEFAULT_BATCH_SIZE, len(data.train_y)), shuffle=True,
                              drop_last=True, augment=augment, mean=data.mean, std=data.std, seed=recipe.seed + 1,
                              device=device, channels_last=channels_last)
         optimizer = build_optimizer(recipe, model)

@@ -31,11 +31,11 @@ from cnnlab.compress.base import Compressed, CompressError
 from cnnlab.compress.finetune import make_finetune
 from cnnlab.errors import CnnlabError
 from cnnlab.compress.storage import ARTIFACT, read_artifact, write_artifact, xz_size
-from cnnlab.models import build_from_spec
+from cnnlab.models import build_from_spec, has_conv2d
 from cnnlab.train import RunDir, RunError, evaluate, load_run, make_eval_loader
 
 __all__ = ["METHODS", "DEFAULT_FINETUNE_EPOCHS", "compress_run", "load_compressed", "default_out", "setting_name",
-           "read_compression"]
+           "read_compression", "method_settings"]
 
 #: method -> (module, what it does). Each module has ``compress_<name>`` and ``rebuild_<name>``.
 METHODS: dict[str, tuple[str, str]] = {
@@ -67,6 +67,12 @@ _SUPPLIED = ("finetune", "finetune_epochs", "epochs_per_step", "calibration", "i
 def _settings_of(fn: Callable[..., Compressed]) -> list[str]:
     params = inspect.signature(fn).parameters.values()
     return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _SUPPLIED]
+
+
+def method_settings() -> dict[str, list[str]]:
+    """Each method's settings: the keyword-only parameters of its ``compress_<method>`` that the user
+    gives (those :func:`compress_run` supplies left out), e.g. ``{"prune": ["sparsity", ...], ...}``."""
+    return {method: _settings_of(_functions(method)[0]) for method in METHODS}
 
 
 def setting_name(method: str, settings: dict[str, Any]) -> str:
@@ -128,7 +134,7 @@ def load_compressed(path: str | os.PathLike, spec: dict[str, Any] | None = None)
 
 def _as_eval(model: nn.Module, channels_last: bool) -> nn.Module:
     """The model as ``cnnlab eval`` runs a loaded run: channels-last when it has 4-D parameters."""
-    if channels_last and any(p.ndim == 4 for p in model.parameters()):
+    if channels_last and has_conv2d(model):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -144,10 +150,10 @@ def _calibration(data, n: int, seed: int) -> list[torch.Tensor]:
 
 def _latency(model: nn.Module, size: tuple[int, ...], threads: int, channels_last: bool | None,
              repeats: int | None) -> dict[str, float]:
-    from cnnlab.compare import measure_latency
+    from cnnlab.compare import LATENCY_BATCHES, measure_latency
 
     out = {}
-    for b in (1, 256):
+    for b in LATENCY_BATCHES:  # the batches every comparison measures (compression.json's latency_ms_b* keys)
         m = measure_latency(model, size, b, threads=threads, channels_last=channels_last, repeats=repeats)
         out[f"latency_ms_b{b}"] = m["median_ms"]
     return out
@@ -233,13 +239,13 @@ def _compress_into(claim: Output, src: Path, base, base_spec, method, settings, 
     # normalised as the run was trained, whatever the subset
     data = cfg.load_data(**({} if subset is None else {"subset": subset}), log=log).normalised_as(base.data)
     # evaluated as `cnnlab eval` will evaluate the output run: float32, in the run's memory format
-    channels_last = bool(cfg.channels_last) and any(p.ndim == 4 for p in base.model.parameters())
+    channels_last = bool(cfg.channels_last) and has_conv2d(base.model)
     loader = make_eval_loader(data.test_x, data.test_y, data, "cpu", cfg.eval_batch_size, channels_last)
     num_classes = len(base.data.get("classes", data.classes))
     float_model = base.model.float().eval()
     baseline = evaluate(_as_eval(copy.deepcopy(float_model), channels_last), loader, num_classes)
 
-    size_input = (int(base.data.get("in_channels", 1)), *map(int, base.data.get("image_size", (28, 28))))
+    size_input = base.input_size
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

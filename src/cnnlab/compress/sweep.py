@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from cnnlab._io import atomic_path, atomic_write_json, atomic_write_text
+from cnnlab._io import atomic_write_json, atomic_write_text
 from cnnlab._outdir import SWEEP as SWEEP_OUTPUT, claim_output
 from cnnlab.compress.run import compress_run, read_compression, setting_name
 
@@ -89,13 +89,10 @@ def format_sweep(result: dict[str, Any], markdown: bool = False) -> str:
 
 def plot_sweep(result: dict[str, Any], path: str | os.PathLike) -> None:
     """Accuracy against stored size (log scale) and against b256 latency, Pareto fronts drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from cnnlab._plot import new_figure, save_figure  # matplotlib loads only when a plot is drawn
 
     rows = result["rows"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = new_figure(1, 2, figsize=(12, 4.8))
     for ax, cost, base_key, label in ((axes[0], "size_bytes", "baseline_size_bytes", "stored bytes (log)"),
                                       (axes[1], "latency_ms_b256", "baseline_latency_ms_b256",
                                        f"CPU latency, batch 256 (ms, {result.get('threads')} threads)")):
@@ -119,6 +116,4 @@ def plot_sweep(result: dict[str, Any], path: str | os.PathLike) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(f"compression of {result['run']}")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

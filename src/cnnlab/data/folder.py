@@ -149,7 +149,7 @@ class ImageTransform:
         h, w = self.size
         side = self.JPEG_DRAFT * max(h, w)
         im = ImageOps.fit(read_image(path, self.grayscale, draft=(side, side)), (w, h), Image.Resampling.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
+        a = np.array(im, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on a read-only view
         return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
 
 

@@ -36,6 +36,14 @@ from cnnlab.models.transfer import (
 from cnnlab.models.weights import WeightsError, load_state_dict_file, read_state_dict
 
 
+def has_conv2d(model) -> bool:
+    """Whether ``model`` has a 2-D convolution (an ``nn.Conv2d`` or any 4-D weight): the one rule for running
+    it in channels-last memory format, in training, evaluation, latency and compression alike."""
+    import torch.nn as nn
+
+    return any(isinstance(m, nn.Conv2d) for m in model.modules()) or any(p.ndim == 4 for p in model.parameters())
+
+
 def count_parameters(model, trainable_only: bool = False) -> int:
     """Number of parameters (not buffers) of ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
@@ -44,7 +52,7 @@ def count_parameters(model, trainable_only: bool = False) -> int:
 __all__ = [
     "BasicBlock", "CatsDogsCNN", "CompactCNN", "FashionCNN", "GapCNN", "InceptionModule", "InceptionSmall", "MLP", "RFDemo",
     "ResNetSmall", "VGGSmall", "ModelInfo", "ModelArgumentError", "UnknownModelError", "WeightsError", "ZOO_PREFIX", "build_from_spec",
-    "count_parameters", "create_model", "list_models", "load_state_dict_file", "model_entrypoint", "model_info",
+    "count_parameters", "has_conv2d", "create_model", "list_models", "load_state_dict_file", "model_entrypoint", "model_info",
     "model_spec", "read_state_dict", "register_model",
     "TRANSFER_HEADS", "EvalBatchNorm1d", "EvalBatchNorm2d", "EvalBatchNorm3d", "TransferError", "adapt_input_channels",
     "default_head", "freeze", "head_module", "replace_head", "transfer", "transfer_blocks",

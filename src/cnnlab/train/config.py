@@ -13,7 +13,7 @@ from cnnlab.errors import CnnlabError
 if TYPE_CHECKING:
     from cnnlab.data import DataSplits
 
-__all__ = ["TrainConfig", "ConfigError", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "DEVICES"]
+__all__ = ["TrainConfig", "ConfigError", "DEFAULT_BATCH_SIZE", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "DEVICES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -21,6 +21,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+#: The batch size when none is given (a smaller training set is one batch).
+DEFAULT_BATCH_SIZE = 256
 #: Per-optimizer defaults, used when ``lr`` / ``weight_decay`` are left at None.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 3e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 5e-3}
@@ -63,7 +65,8 @@ class TrainConfig:
     freeze: str | int = "features"
     backbone_lr_mult: float = 0.1
     epochs: int = 20
-    batch_size: int = 256
+    # None: DEFAULT_BATCH_SIZE, or the whole training set as one batch when it is smaller (the run says so)
+    batch_size: int | None = None
     lr: float | None = None  # None: the optimizer's default (DEFAULT_LR)
     optimizer: str = "adamw"
     momentum: float = 0.9
@@ -94,7 +97,7 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a name, got {getattr(self, name)!r}")
         for name in _NUMBERS:
             v = getattr(self, name)
-            if v is None and name in ("lr", "weight_decay"):
+            if v is None and name in ("lr", "weight_decay", "batch_size"):
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {v!r}")
@@ -105,7 +108,7 @@ class TrainConfig:
         choice("--precision", self.precision, PRECISIONS)
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"--device {self.device!r} is not valid; choose one of: {', '.join(DEVICES)}, cuda:N")
-        for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size),
+        for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size or DEFAULT_BATCH_SIZE),
                             ("--eval-batch-size", self.eval_batch_size)):
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{flag} must be a positive integer, got {value!r}")

@@ -11,6 +11,7 @@ exactly the steps an uninterrupted run would (bitwise on the same CPU and thread
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import signal
@@ -26,9 +27,10 @@ import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError
 from cnnlab.data import Augment, BatchLoader, DataSplits, derive_seed
-from cnnlab.models import ZOO_PREFIX, build_from_spec, count_parameters, create_model, head_module, model_entrypoint, model_spec
+from cnnlab.models import (ZOO_PREFIX, build_from_spec, count_parameters, create_model, has_conv2d, head_module,
+                           model_entrypoint, model_spec)
 from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
-from cnnlab.train.config import ConfigError, TrainConfig
+from cnnlab.train.config import DEFAULT_BATCH_SIZE, ConfigError, TrainConfig
 from cnnlab.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from cnnlab.train.rundir import RunDir, RunError, default_run_dir, machine_info
 from cnnlab.train.schedule import lr_factor
@@ -234,7 +236,7 @@ def fit(
             raise RunError(f"--resume {run.path}: it stopped before its first checkpoint, so there is nothing to "
                            f"resume; start it again with: cnnlab train --out {run.path} --overwrite (same settings)")
     else:
-        cfg = cfg or TrainConfig()
+        cfg = dataclasses.replace(cfg or TrainConfig())  # resolved below into this copy: the caller's is never changed
         run = RunDir(Path(out) if out is not None else default_run_dir(cfg.model))
     cfg.validate()
     if cfg.source is not None and resume is None:  # a transfer: the architecture is the source's
@@ -285,11 +287,7 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
 def _train(cfg, run: RunDir, dev, dist_info: DistInfo, precision: str, claim, *, resumed, data, progress, log):
     if data is None:
         data = cfg.load_data(log=log)
-    if len(data.train_y) < cfg.batch_size:
-        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train_y)} training images; "
-                          "use a smaller --batch-size")
-    if cfg.batch_size % dist_info.world_size:
-        raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {dist_info.world_size} processes")
+    batch_size = _batch_size(cfg, len(data.train_y), dist_info.world_size, log)
     if claim is not None and not resumed:
         claim.clear()  # --overwrite: what an earlier run wrote (checked when claimed), now that the data loaded
     if dist_info.enabled:
@@ -307,14 +305,14 @@ def _train(cfg, run: RunDir, dev, dist_info: DistInfo, precision: str, claim, *,
                   "image_size": h if h == w else [h, w]}
         kwargs.update(cfg.model_kwargs)
         model = create_model(cfg.model, **kwargs).to(dev)
-    channels_last = cfg.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    channels_last = cfg.channels_last and has_conv2d(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)
 
     augment = Augment(cfg.crop_padding, cfg.hflip) if cfg.augment else Augment()
     train_loader = BatchLoader(
-        data.train_x, data.train_y, cfg.batch_size, shuffle=True, drop_last=True, augment=augment,
+        data.train_x, data.train_y, batch_size, shuffle=True, drop_last=True, augment=augment,
         mean=data.mean, std=data.std, seed=cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size,
         device=dev, channels_last=channels_last,
     )
@@ -329,7 +327,7 @@ def _train(cfg, run: RunDir, dev, dist_info: DistInfo, precision: str, claim, *,
         log(f"resuming {run.path} at epoch {state['epoch'] + 1}, step {state['step']} of {steps_per_epoch}")
     elif dist_info.is_main:
         run.write_json("config.json", {
-            "train": cfg.to_dict(), "resolved": {"device": str(dev), "precision": precision,
+            "train": cfg.to_dict(), "resolved": {"device": str(dev), "precision": precision, "batch_size": batch_size,
                                                  "world_size": dist_info.world_size, "channels_last": channels_last},
             "data": data.describe(), "machine": machine_info(dev), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
@@ -467,6 +465,27 @@ def _train(cfg, run: RunDir, dev, dist_info: DistInfo, precision: str, claim, *,
                        title=f"{cfg.model}: test accuracy {100 * test['accuracy']:.2f}%")
         run.write_json("metrics.json", metrics)  # last: its presence marks the run complete
     return metrics, model
+
+
+def _batch_size(cfg: TrainConfig, n_train: int, world_size: int, log: Callable[[str], None]) -> int:
+    """The global batch: ``cfg.batch_size`` as given (larger than the data is an error), else
+    :data:`DEFAULT_BATCH_SIZE`, or the whole training set when it is smaller (said in one line); a multiple of
+    the processes."""
+    if cfg.batch_size is not None:
+        if n_train < cfg.batch_size:
+            raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {n_train} training images; "
+                              "use a smaller --batch-size")
+        batch = cfg.batch_size
+    else:
+        batch = min(DEFAULT_BATCH_SIZE, n_train) // world_size * world_size
+        if batch < DEFAULT_BATCH_SIZE:
+            log(f"note: the {n_train} training images are fewer than the default batch of {DEFAULT_BATCH_SIZE}; "
+                f"training with batches of {batch} (--batch-size sets it)")
+        if batch < 1:
+            raise ConfigError(f"the {n_train} training images cannot be shared by {world_size} processes")
+    if batch % world_size:
+        raise ConfigError(f"--batch-size {batch} is not divisible by the {world_size} processes")
+    return batch
 
 
 def _diverged(run: RunDir, what: str, lr: float, resumed: bool) -> str:

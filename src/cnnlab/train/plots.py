@@ -1,31 +1,25 @@
-"""Plots for a person: training curves and the confusion matrix (matplotlib, headless)."""
+"""Plots for a person: training curves and the confusion matrix (matplotlib figures, no pyplot state)."""
 
 from __future__ import annotations
 
 import os
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cnnlab._io import atomic_path  # noqa: E402
+from cnnlab._plot import new_figure, save_figure
 
 __all__ = ["plot_curves", "plot_confusion"]
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
     """Loss and accuracy per epoch, train and validation."""
     epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2) = new_figure(1, 2, figsize=(10, 3.8))
     # training numbers are running averages with dropout, augmentation and label smoothing active
     for key, label in (("train_loss", "train (running, regularised)"), ("val_loss", "validation")):
         vals = [r.get(key) for r in history]
@@ -51,7 +45,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
     m = np.asarray(matrix, dtype=np.int64)
     norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.65 * n, 0.8 + 0.6 * n))
+    fig, ax = new_figure(figsize=(1.0 + 0.65 * n, 0.8 + 0.6 * n))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), classes, rotation=45, ha="right")
     ax.set_yticks(range(n), classes)

@@ -1,30 +1,69 @@
 """Train a run, or reuse it when it is finished, or resume it when it is not: what the commands that
 train several models in a row (``experiment``, ``compare``) need, so that running them again costs
-nothing and a killed run continues where it stopped."""
+nothing and a killed run continues where it stopped. A run made with another recipe is never reused:
+its numbers would not answer the request."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from cnnlab.train.config import TrainConfig
+from cnnlab.train.config import DEFAULT_BATCH_SIZE, TrainConfig
 from cnnlab.train.engine import fit
-from cnnlab.train.rundir import RunDir
+from cnnlab.train.rundir import RunDir, RunError
 
-__all__ = ["fit_or_reuse"]
+__all__ = ["fit_or_reuse", "recipe_differences", "check_reusable", "RecipeMismatchError", "RECIPE_NEUTRAL"]
+
+#: Settings that do not change what a run computes: a finished run differing only in them is reused.
+RECIPE_NEUTRAL = frozenset({"device", "data_dir", "checkpoint_interval", "eval_batch_size"})
+
+
+class RecipeMismatchError(RunError):
+    """A finished or unfinished run in the folder was made with another recipe."""
+
+
+def recipe_differences(saved: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """``"epochs 20 there, 1 here"`` for every setting of ``want`` (outside :data:`RECIPE_NEUTRAL`) that a
+    run's saved ``config.json["train"]`` has otherwise. A setting added to TrainConfig after the run was
+    made is absent there: the run had its default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+    def value(d: dict[str, Any], k: str) -> Any:
+        v = d.get(k, defaults.get(k))
+        return DEFAULT_BATCH_SIZE if k == "batch_size" and v is None else v  # runs before "None" saved 256
+
+    return [f"{k} {value(saved, k)!r} there, {value(want, k)!r} here" for k in want
+            if k not in RECIPE_NEUTRAL and value(saved, k) != value(want, k)]
+
+
+def check_reusable(cfg: TrainConfig, path: str | Path) -> None:
+    """Raise :class:`RecipeMismatchError` if ``path`` holds a finished or resumable run whose recipe differs
+    from ``cfg``'s (resolved: the optimizer's default learning rate filled in, as the run saved it)."""
+    run = RunDir(Path(path))
+    if not (run.metrics.is_file() or run.checkpoint.is_file()) or not run.config.is_file():
+        return
+    saved = run.read_json("config.json")
+    saved = saved.get("train", {}) if isinstance(saved, dict) else {}
+    diff = recipe_differences(saved if isinstance(saved, dict) else {}, replace(cfg).validate().to_dict())
+    if diff:
+        what = "finished" if run.metrics.is_file() else "unfinished"
+        raise RecipeMismatchError(f"{run.path} holds a {what} {cfg.model} run of another recipe ({'; '.join(diff)}); "
+                                  "pass --overwrite to train it again, or choose another --out")
 
 
 def fit_or_reuse(cfg: TrainConfig, path: str | Path, *, overwrite: bool = False,
                  log: Callable[[str], None] = print, progress: bool | None = None) -> tuple[dict[str, Any], str]:
     """Return ``(metrics, how)`` for ``cfg`` trained into ``path``; ``how`` is ``"reused"`` (a finished
-    run is there: ``metrics.json`` marks it complete), ``"resumed"`` (a checkpoint is there) or
-    ``"trained"``. ``overwrite`` trains again from scratch.
-
-    The existing run's settings are not compared with ``cfg``: a caller that may meet a run made with
-    another recipe checks ``config.json`` first (as :func:`cnnlab.compare.compare_models` does).
+    run of the same recipe is there: ``metrics.json`` marks it complete), ``"resumed"`` (a checkpoint of
+    the same recipe is there) or ``"trained"``. ``overwrite`` trains again from scratch. A run of another
+    recipe is a :class:`RecipeMismatchError` (:func:`check_reusable`), never silently reused.
     """
     path = Path(path)
     run = RunDir(path)
+    if not overwrite:
+        check_reusable(cfg, path)
     if not overwrite and run.metrics.is_file():
         log(f"{cfg.model}: reusing the finished run in {path} (pass --overwrite to train again)")
         return run.read_json("metrics.json"), "reused"

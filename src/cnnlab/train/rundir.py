@@ -19,7 +19,6 @@ import io
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab._io import atomic_write_json, atomic_write_text
+from cnnlab._env import machine_info  # noqa: F401  (re-exported: bench scripts import it from here)
 from cnnlab._outdir import RUN, Output, claim_output
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_from_spec
@@ -53,32 +53,6 @@ class RunExistsError(RunError, FileExistsError):
 
 def default_run_dir(model: str) -> Path:
     return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def machine_info(device: torch.device | None = None) -> dict[str, Any]:
-    import cnnlab
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "cnnlab": cnnlab.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device) if device is not None else None,
-        "gpu": torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else None,
-    }
-    return info
 
 
 @dataclass
@@ -155,8 +129,14 @@ class RunDir:
 class LoadedRun:
     run: RunDir
     config: TrainConfig
-    data: dict[str, Any]
+    data: dict[str, Any]  # config.json["data"], validated by check_run_data
     model: nn.Module
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of one input image, as the run was trained."""
+        h, w = self.data["image_size"]
+        return int(self.data["in_channels"]), int(h), int(w)
 
 
 def _number_list(v: Any, n: int | None) -> bool:

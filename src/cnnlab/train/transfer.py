@@ -21,7 +21,7 @@ import torch.nn as nn
 from cnnlab._io import atomic_path
 from cnnlab._outdir import check_output_file
 from cnnlab.data import BatchLoader, DataSplits
-from cnnlab.models import ZOO_PREFIX, create_model, model_entrypoint, transfer
+from cnnlab.models import ZOO_PREFIX, create_model, has_conv2d, model_entrypoint, transfer
 from cnnlab.train.config import ConfigError, TrainConfig
 from cnnlab.train.rundir import RunDir, load_run
 
@@ -102,7 +102,7 @@ def extract_features(cfg: TrainConfig, out: str | Path, *, overwrite: bool = Fal
     data = cfg.load_data()
     model, data = build_transfer_model(cfg, data, num_classes=0)
     model = model.to(dev).eval()
-    channels_last = cfg.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    channels_last = cfg.channels_last and has_conv2d(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     arrays: dict[str, np.ndarray] = {}

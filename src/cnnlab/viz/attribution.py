@@ -158,6 +158,21 @@ def _grad_cam_plus_plus(model, conv, images, targets) -> torch.Tensor:
     return F.relu((weights * a).sum(1, keepdim=True))
 
 
+def black(mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """A black pixel in normalised inputs, one value per channel: ``(0 - mean) / std``, shape (C,)."""
+    return (0 - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
+
+
+def as_baseline(baseline: float | torch.Tensor, images: torch.Tensor) -> float | torch.Tensor:
+    """A scalar as it is; one value per channel, (C,), as a (1, C, H, W) image matching ``images``."""
+    if not isinstance(baseline, torch.Tensor):
+        return float(baseline)
+    c, h, w = images.shape[1:]
+    if baseline.numel() != c:
+        raise VizError(f"a baseline of {baseline.numel()} values for images of {c} channels; give one per channel")
+    return baseline.to(images).reshape(1, c, 1, 1).expand(1, c, h, w).contiguous()
+
+
 def default_patch_sizes(size: int) -> tuple[int, ...]:
     """Three patch sizes for an image side: about 1/7, 1/4 and 1/2 of it (28 -> 4, 7, 14; the lecture's
     10-90 px on 224 spans 1/22 to 2/5)."""
@@ -165,9 +180,10 @@ def default_patch_sizes(size: int) -> tuple[int, ...]:
 
 
 def occlusion(model: nn.Module, images: torch.Tensor, target=None, patch_sizes: Sequence[int] | None = None,
-              stride: int | None = None, baseline: float = 0.0) -> dict[int, torch.Tensor]:
+              stride: int | None = None, baseline: float | torch.Tensor = 0.0) -> dict[int, torch.Tensor]:
     """Occlusion sensitivity (Zeiler & Fergus, 2014) with captum's ``Occlusion``: a ``p x p`` patch of
-    ``baseline`` (0 = the dataset mean in normalised inputs) slides over the image (stride default
+    ``baseline`` (0 = the dataset mean in normalised inputs; a tensor of one value per channel, e.g.
+    :func:`black`, for a colour) slides over the image (stride default
     ``p // 2``); each pixel gets the mean drop of the target class probability over the patches that
     covered it. Returns ``{patch size: (N, H, W)}``."""
     from captum.attr import Occlusion
@@ -184,7 +200,8 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, patch_sizes: 
         occ = Occlusion(lambda x: F.softmax(model(x), dim=1))
         for p in sizes:
             s = stride or max(1, p // 2)
-            attr = occ.attribute(images, sliding_window_shapes=(c, p, p), strides=(c, s, s), baselines=baseline,
+            attr = occ.attribute(images, sliding_window_shapes=(c, p, p), strides=(c, s, s),
+                                 baselines=as_baseline(baseline, images),
                                  target=targets, perturbations_per_eval=256)
             out[p] = attr.mean(1).detach()
     return out
@@ -202,13 +219,14 @@ def saliency(model: nn.Module, images: torch.Tensor, target=None) -> torch.Tenso
 
 
 def integrated_gradients(model: nn.Module, images: torch.Tensor, target=None, steps: int = 32,
-                         baseline: float = 0.0) -> torch.Tensor:
-    """Integrated gradients (Sundararajan et al., 2017) with captum, from a ``baseline`` image;
-    |attribution| summed over channels, (N, H, W)."""
+                         baseline: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Integrated gradients (Sundararajan et al., 2017) with captum, from a ``baseline`` image (a value, or
+    one value per channel: :func:`as_baseline`); |attribution| summed over channels, (N, H, W)."""
     from captum.attr import IntegratedGradients
 
     targets = targets_for(model, images, target)
     with untouched(model), _quiet_captum():
-        attr = IntegratedGradients(model).attribute(images.detach(), baselines=baseline, target=targets, n_steps=steps,
+        attr = IntegratedGradients(model).attribute(images.detach(), baselines=as_baseline(baseline, images),
+                                                    target=targets, n_steps=steps,
                                                     internal_batch_size=max(1, 512 // max(1, len(images))) * len(images))
     return attr.abs().sum(1).detach()

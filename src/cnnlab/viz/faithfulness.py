@@ -13,20 +13,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.viz._state import VizError, untouched
+from cnnlab.viz.attribution import as_baseline
 
 __all__ = ["deletion_insertion"]
 
 
 def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor,
-                       steps: int = 20, baseline: float = 0.0, batch: int = 512) -> dict:
+                       steps: int = 20, baseline: float | torch.Tensor = 0.0, batch: int = 512) -> dict:
     """Curves (N, steps + 1) of the target probability after removing (deletion) or keeping (insertion)
     the top ``k / steps`` fraction of pixels by ``maps`` (N, H, W), and their areas (trapezoid rule over
-    the fraction in [0, 1], averaged over images)."""
+    the fraction in [0, 1], averaged over images). A removed pixel takes ``baseline``: one value, or one
+    per channel (:func:`cnnlab.viz.attribution.black`)."""
     n, c, h, w = images.shape
     if maps.shape != (n, h, w):
         raise VizError(f"maps must have shape {(n, h, w)} (one per image, at input resolution); got {tuple(maps.shape)}")
     if steps < 1:
         raise VizError(f"steps must be a positive integer; got {steps}")
+    fill = as_baseline(baseline, images)
+    fill = torch.full_like(images, fill) if not isinstance(fill, torch.Tensor) else fill.expand_as(images)
     order = maps.reshape(n, -1).argsort(dim=1, descending=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=order.device).expand(n, -1))
@@ -39,7 +43,7 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
             for k in counts:
                 top = (rank < k).reshape(n, 1, h, w)  # the k most attributed pixels
                 keep = ~top if kind == "deletion" else top
-                x = torch.where(keep, images, torch.full_like(images, baseline))
+                x = torch.where(keep, images, fill)
                 p = torch.cat([F.softmax(model(x[i:i + batch]), 1) for i in range(0, n, batch)])
                 probs.append(p.gather(1, targets.view(-1, 1))[:, 0])
             curves[kind] = torch.stack(probs, 1).cpu()

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from cnnlab._io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from cnnlab._outdir import VIZ, claim_output
 from cnnlab.viz._state import VizError
-from cnnlab.viz.attribution import grad_cam, integrated_gradients, occlusion, saliency, targets_for
+from cnnlab.data import normalize
+from cnnlab.viz.attribution import black, grad_cam, integrated_gradients, occlusion, saliency, targets_for
 from cnnlab.viz.faithfulness import deletion_insertion
 from cnnlab.viz.inside import feature_maps, filters
 from cnnlab.viz.layers import activation_after, conv_layer, conv_layers
@@ -127,9 +128,8 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
             data = loaded.config.load_data(data_dir=data_dir)
             raw, labels = data.test_x[:n_images], data.test_y[:n_images]
             names = [f"test #{i}" for i in range(len(raw))]
-        m = torch.tensor(mean).view(1, -1, 1, 1)
-        s = torch.tensor(std).view(1, -1, 1, 1)
-        images = (raw.float() / 255.0 - m) / s
+        images = normalize(raw, mean, std)
+        dark = black(mean, std)  # the occlusion patch, IG's start and the removed pixels: black in every channel
         targets = targets_for(model, images, target)
         with torch.no_grad():
             probs = F.softmax(model(images), 1)
@@ -185,7 +185,7 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
                 add("Grad-CAM", file, f"{model_name}, {variant} at layer {gc_name}, target: "
                     + ("predicted class" if target is None else classes[target]))
         if "occlusion" in methods:
-            occ = occlusion(model, images, targets, baseline=float((0 - mean[0]) / std[0]))
+            occ = occlusion(model, images, targets, baseline=dark)
             panels, overlays, titles = [], [], []
             for i in range(len(pics)):
                 for p, maps in occ.items():
@@ -199,7 +199,7 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
         if "saliency" in methods:
             attributions["saliency"] = saliency(model, images, targets)
             attributions["integrated gradients"] = integrated_gradients(model, images, targets,
-                                                                        baseline=float((0 - mean[0]) / std[0]))
+                                                                        baseline=dark)
             for key, file in (("saliency", "saliency.png"), ("integrated gradients", "integrated_gradients.png")):
                 _save_grid(out / file, pics, [caption(i) for i in range(len(pics))], 4,
                            overlays=[_norm01(a) for a in attributions[key]], cell=2.0, suptitle=key)
@@ -218,7 +218,7 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
             attributions["random (reference)"] = torch.rand(images.shape[0], *images.shape[2:], generator=gen)
             rows = {}
             for key, maps in attributions.items():
-                r = deletion_insertion(model, images, maps, targets, baseline=float((0 - mean[0]) / std[0]))
+                r = deletion_insertion(model, images, maps, targets, baseline=dark)
                 rows[key] = {"deletion_auc": r["deletion_auc"], "insertion_auc": r["insertion_auc"]}
             result["faithfulness"] = rows
             atomic_write_json(out / "faithfulness.json", rows)
@@ -233,17 +233,15 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
 
 def _mistakes(model, data, classes, mean, std, out: Path, add, model_name: str, k: int = 16) -> None:
     """The test images the model gets wrong with the highest confidence."""
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
     with torch.no_grad():
-        probs = torch.cat([F.softmax(model((data.test_x[i:i + 1000].float() / 255.0 - m) / s), 1)
+        probs = torch.cat([F.softmax(model(normalize(data.test_x[i:i + 1000], mean, std)), 1)
                            for i in range(0, len(data.test_x), 1000)])
     conf, pred = probs.max(1)
     wrong = (pred != data.test_y).nonzero().flatten()
     if not len(wrong):
         return
     top = wrong[conf[wrong].argsort(descending=True)[:k]]
-    pics = [_display((data.test_x[i].float() / 255.0 - m[0]) / s[0], mean, std) for i in top]
+    pics = [_display(normalize(data.test_x[i:i + 1], mean, std)[0], mean, std) for i in top]
     titles = [f"{classes[int(pred[i])]} {100 * float(conf[i]):.0f}%\n(true {classes[int(data.test_y[i])]})"
               for i in top]
     _save_grid(out / "mistakes.png", pics, titles, 8, cell=1.5,

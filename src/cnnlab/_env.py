@@ -1,0 +1,87 @@
+"""What a result was measured on and with: the machine (CPU model, its bf16 support, threads, GPU) and the code's
+revision, recorded in every ``config.json`` and every bench result. Imports torch only inside the function."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+__all__ = ["machine_info", "code_revision", "cpu_flags"]
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "flags") and key not in info:
+                    info[key] = value.strip()
+                if len(info) == 2:
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def cpu_flags() -> dict[str, bool]:
+    """The CPU features that decide cnnlab's speed: AVX-512, its BF16 instructions, AMX (BF16 and INT8 tiles)."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    return {name: name in flags for name in ("avx512f", "avx512_bf16", "amx_bf16", "amx_int8")}
+
+
+@functools.lru_cache(maxsize=1)
+def code_revision() -> str:
+    """``git describe --always --dirty`` of the checkout cnnlab runs from (e.g. ``b776780-dirty``), else
+    ``cnnlab <version> src:<sha256 of the package's .py files, 12 hex>`` for an installed copy."""
+    root = _PACKAGE.parent.parent
+    if (root / ".git").exists():
+        try:
+            r = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+                               capture_output=True, text=True, timeout=10)
+            if r.returncode == 0 and r.stdout.strip():
+                return r.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    from cnnlab import __version__
+
+    h = hashlib.sha256()
+    for p in sorted(_PACKAGE.rglob("*.py")):
+        h.update(str(p.relative_to(_PACKAGE)).encode() + b"\0" + p.read_bytes())
+    return f"cnnlab {__version__} src:{h.hexdigest()[:12]}"
+
+
+def machine_info(device: Any = None) -> dict[str, Any]:
+    """The machine and software a result comes from: cnnlab, torch and Python versions, the CPU model and
+    :func:`cpu_flags`, whether oneDNN computes bf16 natively, CPU and torch thread counts, the device and GPU,
+    and :func:`code_revision`."""
+    import torch
+
+    import cnnlab
+
+    try:
+        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        bf16 = False
+    return {
+        "cnnlab": cnnlab.__version__,
+        "code_revision": code_revision(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpuinfo().get("model name") or platform.processor() or platform.machine(),
+        "cpu_flags": cpu_flags(),
+        "onednn_bf16": bf16,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device) if device is not None else None,
+        "gpu": torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else None,
+    }

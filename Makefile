@@ -1,6 +1,6 @@
 # cnnlab: two commands.
 #   make run   set up, then train the lecture's CNN and MLP on Fashion-MNIST and print the comparison
-#   make test  set up, then run the test suite
+#   make test  set up, then check the import contract (import-linter) and run the test suite
 # Both are idempotent: the virtual environment in .venv is reused while pyproject.toml is unchanged.
 
 PYTHON   ?= python3
@@ -16,6 +16,7 @@ run: setup data
 	$(BIN)/cnnlab experiment fmnist
 
 test: setup data browser
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: $(STAMP)

@@ -11,7 +11,9 @@ import torch.nn as nn
 from PIL import Image
 
 from cnnlab.analysis import summarize
-from cnnlab.compare import CompareError, compare_layers, compare_models, format_layers, measure_latency
+from cnnlab.analysis.latency import LatencyError
+from cnnlab.compare import compare_layers, compare_models, format_layers, measure_latency
+from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from tests.conftest import one_thread
 
@@ -78,7 +80,7 @@ def test_layers_that_the_channel_arithmetic_forbids_are_skipped_with_the_reason(
     ({"batch": 4096, "size": 1024}, "GiB"),
 ])
 def test_layers_bad_arguments(kwargs, needle):
-    with pytest.raises(CompareError, match=needle):
+    with pytest.raises(CnnlabError, match=needle):  # CompareError, or LatencyError for --threads
         compare_layers(**kwargs)
 
 
@@ -103,9 +105,9 @@ def test_measure_latency_adapts_its_repeats_to_the_budget():
 
 
 def test_measure_latency_refuses_what_it_would_measure_wrongly():
-    with pytest.raises(CompareError, match="float32.*torch.float64"):
+    with pytest.raises(LatencyError, match="float32.*torch.float64"):
         measure_latency(nn.Linear(4, 4).double(), (4,))
-    with pytest.raises(CompareError, match="batch must be a positive integer; got 0"):
+    with pytest.raises(LatencyError, match="batch must be a positive integer; got 0"):
         measure_latency(nn.Linear(4, 4), (4,), 0)
 
 

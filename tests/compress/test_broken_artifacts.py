@@ -22,7 +22,8 @@ from cnnlab.compress.sharing import compress_cluster, compress_inq
 from cnnlab.compress.storage import ARTIFACT, write_artifact
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, model_spec
-from cnnlab.train import RunError, TrainConfig, fit, load_run
+from cnnlab.runs import load_run
+from cnnlab.train import RunError, TrainConfig, fit
 from tests.conftest import one_thread
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -13,7 +13,8 @@ from cnnlab.compress import run as crun
 from cnnlab.compress.storage import ARTIFACT, read_artifact
 from cnnlab.compress.sweep import compress_sweep, format_sweep
 from cnnlab.errors import CnnlabError
-from cnnlab.train import RunError, TrainConfig, fit, load_run
+from cnnlab.runs import load_run
+from cnnlab.train import RunError, TrainConfig, fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

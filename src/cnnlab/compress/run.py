@@ -150,7 +150,7 @@ def _calibration(data, n: int, seed: int) -> list[torch.Tensor]:
 
 def _latency(model: nn.Module, size: tuple[int, ...], threads: int, channels_last: bool | None,
              repeats: int | None) -> dict[str, float]:
-    from cnnlab.compare import LATENCY_BATCHES, measure_latency
+    from cnnlab.analysis.latency import LATENCY_BATCHES, measure_latency
 
     out = {}
     for b in LATENCY_BATCHES:  # the batches every comparison measures (compression.json's latency_ms_b* keys)
@@ -182,7 +182,7 @@ def compress_run(
     ``subset``: fine-tune and calibrate on this many training images (tests); the test set is always whole.
     ``max_steps``: at most this many fine-tuning steps per epoch (tests). ``measure``: CPU latency at batch
     1 and 256 with ``threads`` threads, for the compressed and the float model (off in tests); ``repeats``:
-    timed passes per latency (default adaptive, see :func:`cnnlab.compare.measure_latency`).
+    timed passes per latency (default adaptive, see :func:`cnnlab.analysis.latency.measure_latency`).
     """
     settings = dict(settings or {})
     compress_fn, _ = _functions(method)
@@ -200,11 +200,12 @@ def compress_run(
         raise CompressError(f"--finetune-epochs {finetune_epochs}: {method} is post-training (no fine-tuning); "
                             f"fine-tuning applies to {', '.join(retrain)}")
     src = Path(run)
-    base = load_run(src)  # a run without weights fails here, naming it
-    base_spec = base.run.read_json("model.json")
-    if "compression" in base_spec:
-        raise CompressError(f"{src} is already compressed ({base_spec['compression']['method']}); "
+    spec = RunDir(src).read_json("model.json") if src.is_dir() else None
+    if isinstance(spec, dict) and isinstance(spec.get("compression"), dict):
+        raise CompressError(f"{src} is already compressed ({spec['compression'].get('method')}); "
                             "compress the float run it came from")
+    base = load_run(src)  # a float run: one without weights fails here, naming it
+    base_spec = base.run.read_json("model.json")
     out = Path(out) if out is not None else default_out(src, method, settings)
     claim = claim_output(out, COMPRESSED_RUN, inputs=(src,))  # before any work: one writer, a folder of ours
     try:

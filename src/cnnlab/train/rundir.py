@@ -201,9 +201,14 @@ def _run_config(run: RunDir, cfg_d: Any) -> TrainConfig:
     return cfg
 
 
-def load_run(path: str | os.PathLike, *, weights: str = "final", map_location: str = "cpu") -> LoadedRun:
+def load_run(path: str | os.PathLike, *, weights: str = "final", map_location: str = "cpu",
+             compressed: Callable[[Path, dict[str, Any]], nn.Module] | None = None) -> LoadedRun:
     """Rebuild a run's model from ``model.json`` + its weights (``final``: model.safetensors;
-    ``checkpoint``: the last resumable state)."""
+    ``checkpoint``: the last resumable state), with ``config.json`` validated.
+
+    A compressed run's weights are its method's artifact, which ``compress`` (a layer above) knows how to
+    rebuild: ``compressed(path, spec)`` does it. :func:`cnnlab.runs.load_run` passes compress's
+    ``load_compressed``; without it a compressed run is a :class:`RunError` that says so."""
     run = RunDir(Path(path))
     if not run.path.is_dir():
         raise RunError(f"{run.path}: no such run directory")
@@ -212,17 +217,16 @@ def load_run(path: str | os.PathLike, *, weights: str = "final", map_location: s
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise RunError(f"{run.model_json}: not a cnnlab model record (no model \"name\")")
     if "compression" in spec:
-        # a compressed run's weights are its method's artifact; compress sits above train, hence the late
-        # import: the one place train reaches up (docs/ARCHITECTURE.md)
-        from cnnlab.compress.run import load_compressed
-
+        if compressed is None:
+            raise RunError(f"{run.path} is a compressed run ({(spec['compression'] or {}).get('method')}); this "
+                           "command takes the float run it came from")
         if weights != "final":
             raise RunError(f"{run.path}: a compressed run has only final weights (model.cnnz), no checkpoint")
         if not run.metrics.is_file():
             raise RunError(f"{run.path}: an unfinished compressed run (no metrics.json: it was stopped while being "
                            "written); run its cnnlab compress again")
         cfg = _run_config(run, cfg_d)
-        model = load_compressed(run.path, spec).to(map_location)
+        model = compressed(run.path, spec).to(map_location)
         return LoadedRun(run, cfg, check_run_data(cfg_d.get("data"), run.config, _num_outputs(model, spec)), model)
     cfg = _run_config(run, cfg_d)
     try:

@@ -92,7 +92,7 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
     """Run the chosen methods on a run directory's model; write PNGs and ``index.html`` into ``out``
     (default ``RUN/viz``). Returns what was written and, with ``faithfulness``, the deletion/insertion
     table."""
-    from cnnlab.train import load_run
+    from cnnlab.runs import load_run  # any run: trained, transferred or compressed
 
     methods = list(METHODS) if methods == "all" or methods == ["all"] else \
         [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]

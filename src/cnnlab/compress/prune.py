@@ -17,8 +17,7 @@ Two kinds, one entry point (:func:`compress_prune`):
   Plain global magnitude hurts ``fmnist-cnn``: its conv and classifier weights are on another scale than
   its 1.6M-weight dense layer's, and at 90% it prunes the classifier 96.5% (18 weights per class left) and
   the 3x3 convs about 70%; LAMP prunes the dense layer 92.7%, the convs 2-33%, the classifier 12%
-  (measured: before fine-tuning 55% against 10% on 3,000 test images, after 2 epochs 94.14% against
-  90.26% on all 10,000).
+  (measured: before fine-tuning 55% against 10% on 3,000 test images; after fine-tuning: bench/RESULTS.md).
 
   The masks hold during fine-tuning (``prune`` recomputes ``weight = weight_orig * mask`` before every
   forward pass, so neither gradients nor weight decay revive a pruned weight) and are then made permanent
@@ -43,21 +42,12 @@ With ``steps > 1`` the sparsity grows over ``steps`` rounds along Zhu & Gupta's 
 prune, or not to prune"; :func:`sparsity_schedule`), with the fine-tuning epochs spread over the rounds
 (:func:`finetune_split`).
 
-Measured on the trained ``fmnist-cnn`` (94.23% test accuracy; ``model.safetensors`` 6,719,792 bytes;
-19.9M MACs), fine-tuning with its recipe at a tenth of its learning rate (:mod:`cnnlab.compress.finetune`),
-one CPU thread on a shared 2-core machine:
-
-==========================================================  =========  ==============  ========  ======
-setting                                                     test acc.  artifact bytes  vs float  MACs
-==========================================================  =========  ==============  ========  ======
-sparsity 0.9, scope "lamp", one shot, 2 epochs              94.14%     683,628         9.8x      19.9M
-sparsity 0.9, scope "lamp", steps 3, 3 epochs               94.19%     678,884         9.9x      19.9M
-sparsity 0.9, scope "global", one shot, 2 epochs            90.26%     692,468         9.7x      19.9M
-structured, 0.375 of the channels (32/64 -> 20/40), 2 ep.   93.68%     3,827,888       1.8x      8.2M
-==========================================================  =========  ==============  ========  ======
-
-Structured pruning of the convs leaves the dense layer's 512 outputs, so the file shrinks only by the
-dense layer's inputs (3136 -> 1960); the MACs fall 2.4x.
+Accuracy, artifact size, MACs and latency of these settings on the trained ``fmnist-cnn`` (fine-tuned
+with its recipe at a tenth of its learning rate, :mod:`cnnlab.compress.finetune`): see bench/RESULTS.md,
+measured by ``bench/compress_fmnist.py``; the figures are kept there only, so that they do not drift from
+the measurement. Structured pruning of the convs leaves the dense layer's 512 outputs, so the file shrinks
+only by the dense layer's inputs (3136 -> 1960 at 0.375 of the channels), while the MACs fall with the
+convs' channels.
 """
 
 from __future__ import annotations
@@ -297,8 +287,14 @@ def _check_structured(model: nn.Module, example: torch.Tensor) -> nn.Module:
 
 
 def _graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's channel dependencies of ``model``, traced in eval mode (BatchNorm statistics stay)."""
-    return tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
+    """Torch-Pruning's channel dependencies of ``model``, traced in eval mode (BatchNorm statistics stay).
+
+    The example goes in a tuple: Torch-Pruning calls ``model(*example_inputs)`` first, which unpacks a bare
+    tensor along its batch axis into one unbatched (C, H, W) image, and only on an exception retries with
+    the tensor. A model without BatchNorm then ran (part of) an unbatched forward pass first (catsdogs-cnn:
+    its convs, then Dropout2d warning about a 3-D input, until the dense layer failed), and one whose
+    unbatched pass succeeds would be traced on it, its flatten then mapping channels to other features."""
+    return tp.DependencyGraph().build_dependency(model.eval(), example_inputs=(example,))
 
 
 def _apply_kept(model: nn.Module, kept: list[list], input_size: Sequence[int]) -> None:

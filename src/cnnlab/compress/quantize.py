@@ -9,7 +9,8 @@ the model quantizes its float input on entry and dequantizes its logits on exit,
 what the float model did.
 
 Which PyTorch API, in torch 2.14.1, without ``torch.compile`` (fmnist-cnn, batch 256, 2 threads, 2-core
-EPYC shared with other jobs; one-off experiments during development, summarised in bench/RESULTS.md):
+EPYC shared with other jobs; one-off experiments during development that chose the API, not results:
+bench/RESULTS.md has those):
 
 - ``torch.ao.quantization`` FX graph mode (``prepare_fx``/``convert_fx``), used here: 115 ms against the
   float model's 276 ms in the same run. It warns that it is deprecated ("will be removed in 2.10", yet
@@ -49,10 +50,9 @@ Graph rewrites before quantizing, all exact in float:
   columns) is exact in float too, but it took fmnist-cnn to 10% accuracy: the head BN's ``s`` reaches 307
   on units that never fire (running variance ~0), and those columns set fc2's per-row weight scales.
 
-Measured on the trained fmnist-cnn during development (``bench/compress_fmnist.py`` keeps the record;
-2,048 calibration images as :mod:`cnnlab.compress.run` takes them): accuracy 94.23% (float 94.20% by the same evaluation), artifact
-1,484,312 bytes against ``model.safetensors``' 6,719,792 (4.53x), batch 256: 2.20x faster with 2
-threads (float channels-last 516 ms, int8 235 ms; a loaded machine) and 4.46x with 1 (306 vs 69 ms).
+Accuracy, artifact size and speed-up on the trained fmnist-cnn: see bench/RESULTS.md (measured by
+``bench/compress_fmnist.py``, 2,048 calibration images as :mod:`cnnlab.compress.run` takes them); the
+figures are kept there only, so that they do not drift from the measurement.
 
 What is stored (plain tensors, nothing pickled): the quantized model's ``state_dict`` with each quantized
 tensor split into its int8/uint8 values, its scales (float64, as PyTorch keeps them) and zero points;

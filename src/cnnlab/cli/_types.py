@@ -1,0 +1,113 @@
+"""Argument types for argparse (each raises ``ArgumentTypeError`` naming the value and what is valid), and
+:class:`BadInput`, the error of a bad combination that argparse cannot see."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+
+__all__ = ["BadInput"]
+
+
+class BadInput(CnnlabError):
+    """A bad command-line value or combination of flags, named in the message."""
+
+
+def _int_at_least(minimum: int):
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            v = None
+        if v is None or v < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {s!r}")
+        return v
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
+
+
+def _positive_ints(s: str) -> list[int]:
+    try:
+        v = [int(x) for x in s.split(",")]
+    except ValueError:
+        v = []
+    if not v or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {s!r}")
+    return v
+
+
+def _finite(positive: bool):
+    what = "a positive finite number" if positive else "a finite number"
+
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v) or (positive and not v > 0):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {s!r}")
+        return v
+
+    return parse
+
+
+_positive_float = _finite(positive=True)
+_finite_float = _finite(positive=False)
+
+
+def _count_or_fraction(s: str) -> int | float:
+    try:
+        v: int | float = int(s)
+    except ValueError:
+        try:
+            v = float(s)
+        except ValueError:
+            v = -1
+    if v < 0 or (isinstance(v, float) and not v < 1):
+        raise argparse.ArgumentTypeError(f"must be a count (0, 1, 2, ...) or a fraction in [0, 1), got {s!r}")
+    return v
+
+
+def _image_size(s: str) -> int | list[int]:
+    try:
+        v = [int(p) for p in s.replace("x", ",").split(",")]
+    except ValueError:
+        v = []
+    if not 1 <= len(v) <= 2 or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"must be N or H,W (positive integers), got {s!r}")
+    return v[0] if len(v) == 1 else v
+
+
+def _names(s: str) -> list[str]:
+    names = [n.strip() for n in s.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"must be comma-separated names, got {s!r}")
+    return names
+
+
+def _freeze(s: str) -> str | int:
+    if s in ("features", "none"):
+        return s
+    if s.isdigit():
+        return int(s)
+    raise argparse.ArgumentTypeError(f"must be features, none or a number of blocks (0, 1, ...), got {s!r}")
+
+
+def _key_value(s: str) -> tuple[str, Any]:
+    if "=" not in s:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {s!r}")
+    k, v = s.split("=", 1)
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v

@@ -1,0 +1,82 @@
+"""``cnnlab eval RUN`` (a run's test metrics from its saved weights) and ``cnnlab predict RUN IMAGE...``
+(top-k classes of image files)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cnnlab.cli._types import _positive_int
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="recompute a run's test metrics from its saved weights")
+    p.add_argument("run")
+    p.add_argument("--data-dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+    p = subparsers.add_parser("predict", help="classify image files with a trained run (top-k)")
+    p.add_argument("run")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=_positive_int, default=3)
+    p.add_argument("--invert", choices=("auto", "yes", "no"), default=None,
+                   help="Fashion-MNIST runs: invert light-background photos to the dataset's dark background (auto); "
+                        "image-folder runs apply their recorded transform")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(a: argparse.Namespace) -> int:
+    return _predict(a) if a.command == "predict" else _eval(a)
+
+
+def _eval(a: argparse.Namespace) -> int:
+    from cnnlab.runs import load_run
+    from cnnlab.train import evaluate, make_eval_loader, resolve_device, resolve_precision
+
+    dev = resolve_device(a.device)
+    run = load_run(a.run, map_location=str(dev))
+    cfg = run.config
+    data = cfg.load_data(data_dir=a.data_dir, log=lambda s: print(s, file=sys.stderr))
+    channels_last = cfg.channels_last and any(p.ndim == 4 for p in run.model.parameters())
+    if channels_last:
+        import torch
+
+        run.model.to(memory_format=torch.channels_last)
+    loader = make_eval_loader(data.test_x, data.test_y, run.data, dev, cfg.eval_batch_size, channels_last)
+    m = evaluate(run.model, loader, len(run.data["classes"]), resolve_precision(cfg.precision, dev))
+    if m["nonfinite_outputs"]:
+        from cnnlab.errors import NonFiniteError
+
+        raise NonFiniteError(f"{a.run}: the model's outputs are not finite (NaN or inf) for {m['nonfinite_outputs']} "
+                             f"of {m['count']} test images; its weights are broken (a diverged or corrupted run)")
+    classes = run.data["classes"]
+    result = {"run": a.run, "test_accuracy": m["accuracy"], "test_loss": m["loss"], "test_images": m["count"],
+              "per_class_accuracy": dict(zip(classes, m["per_class_accuracy"])),
+              "confusion_matrix": m["confusion_matrix"]}
+    if a.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{a.run}: test accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}  ({m['count']} images)")
+        for c, acc in result["per_class_accuracy"].items():
+            print(f"  {c:<12} {100 * acc:6.2f}%")
+    return 0
+
+
+def _predict(a: argparse.Namespace) -> int:
+    from cnnlab.predict import predict_files
+    from cnnlab.runs import load_run
+
+    results = predict_files(load_run(a.run), a.images, top=a.top, invert=a.invert)
+    if a.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        tops = "  ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"])
+        print(f"{r['image']}: {tops}")
+    return 0

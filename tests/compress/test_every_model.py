@@ -33,8 +33,8 @@ MODELS = list_models()
 #: defaults, its input size the registry's. Dense-head fmnist variants: ``fmnist-cnn``'s 3136x512 dense
 #: layer (1.6M weights, 1.5 s per method to prune, cluster or write) shrinks to 3136x32; the layer kinds,
 #: names and the input size stay. ``fmnist-cnn`` itself has no such argument and keeps its size.
-#: ``catsdogs-cnn`` at 3x150x150 has a 32768x512 dense layer (23M weights; 40 s to prune): 24 is the
-#: smallest ``image_size`` it takes (dense 512x512); its 6.3M conv weights stay, 2-4 s per method.
+#: ``catsdogs-cnn`` at 3x150x150 has a 32768x512 dense layer (23M weights; 40 s to prune and write): 24 is the
+#: smallest ``image_size`` it takes (dense 512x512); its 6.4M conv weights stay, 2-5 s per method.
 #: ``rf-demo`` (9,408 conv weights) is fast at its 3x256x256.
 SMALL: dict[str, dict[str, Any]] = {
     "catsdogs-cnn": {"image_size": 24},

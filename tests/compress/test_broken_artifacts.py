@@ -99,7 +99,7 @@ def load_error(run, kind: type[CnnlabError] = CnnlabError) -> str:
     return message
 
 
-def does_not_fit(run) -> str:
+def assert_does_not_fit(run) -> str:
     message = load_error(run, RunError)
     assert message.startswith(f"{run / ARTIFACT}: does not fit the model in model.json ("), message
     return message
@@ -236,13 +236,13 @@ def test_meta_or_tensors_that_do_not_fit_the_model_are_one_run_error(base_run, t
                                                                      mutate):
     method, tensors, meta, _ = compressed[variant]
     tensors, meta = mutate(dict(tensors), copy.deepcopy(meta))
-    does_not_fit(make_run(base_run, tmp_path / "run", method, tensors, meta))
+    assert_does_not_fit(make_run(base_run, tmp_path / "run", method, tensors, meta))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_an_artifact_of_another_architecture_does_not_fit(base_run, tmp_path, compressed, variant):
     method, tensors, meta, _ = compressed[variant]
-    message = does_not_fit(make_run(base_run, tmp_path / "run", method, tensors, meta, model="gap-cnn"))
+    message = assert_does_not_fit(make_run(base_run, tmp_path / "run", method, tensors, meta, model="gap-cnn"))
     assert len(message) < 500
 
 

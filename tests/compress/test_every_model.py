@@ -23,6 +23,7 @@ from cnnlab.compress import CompressError
 from cnnlab.compress import storage
 from cnnlab.compress.run import METHODS
 from cnnlab.models import build_from_spec, create_model, list_models, model_info, model_spec
+from tests.compress.models import randomize_bn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -131,25 +132,9 @@ def _input_size(name: str) -> tuple[int, ...]:
     return (c, size, size) if size is not None else (c, h, w)
 
 
-def _randomize(model: nn.Module, seed: int) -> nn.Module:
-    """BatchNorm statistics and affine parameters that are not the identity, about one scale in eight
-    negative (BatchNorm no longer commutes with ReLU and max pooling there: quantize keeps it); eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                sign = torch.where(torch.rand(n, generator=g) < 0.125, -1.0, 1.0)
-                m.weight.copy_((torch.rand(n, generator=g) + 0.5) * sign)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
-    return model.eval()
-
-
 def _build(name: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return _randomize(create_model(name, **SMALL.get(name, {})), seed)
+    return randomize_bn(create_model(name, **SMALL.get(name, {})), seed, negative=0.125)  # about one in eight
 
 
 def test_the_table_covers_every_method_and_names_only_real_pairs():

@@ -39,7 +39,7 @@ def xz(raw: bytes) -> bytes:
     return lzma.compress(raw, format=lzma.FORMAT_XZ, preset=0)
 
 
-def refused(path, match: str) -> str:
+def assert_refused(path, match: str) -> str:
     """The one-line message ``read_artifact(path)`` refuses the file with; it names the file."""
     with pytest.raises(CompressError, match=match) as info:
         read_artifact(path)
@@ -90,16 +90,16 @@ def test_an_unaligned_tensor_and_concatenated_xz_streams_are_read(tmp_path):
 
 # -- broken files -----------------------------------------------------------------------------------------
 def test_missing_empty_random_and_non_xz_files(tmp_path):
-    refused(tmp_path / "none.cnnz", "no such artifact")
+    assert_refused(tmp_path / "none.cnnz", "no such artifact")
     (tmp_path / "empty.cnnz").write_bytes(b"")
-    refused(tmp_path / "empty.cnnz", "empty file")
+    assert_refused(tmp_path / "empty.cnnz", "empty file")
     (tmp_path / "random.cnnz").write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(1),
                                                           dtype=torch.uint8).numpy().tobytes())
-    refused(tmp_path / "random.cnnz", "not an xz-compressed cnnlab artifact")
+    assert_refused(tmp_path / "random.cnnz", "not an xz-compressed cnnlab artifact")
     (tmp_path / "raw.cnnz").write_bytes(blob(*one_f32()))  # safetensors, not compressed
-    refused(tmp_path / "raw.cnnz", "not an xz-compressed cnnlab artifact")
+    assert_refused(tmp_path / "raw.cnnz", "not an xz-compressed cnnlab artifact")
     (tmp_path / "dir.cnnz").mkdir()
-    refused(tmp_path / "dir.cnnz", "cannot be read")
+    assert_refused(tmp_path / "dir.cnnz", "cannot be read")
 
 
 def test_xz_of_random_bytes_is_refused_by_its_header(tmp_path):
@@ -107,7 +107,7 @@ def test_xz_of_random_bytes_is_refused_by_its_header(tmp_path):
     for i in range(8):
         (tmp_path / f"{i}.cnnz").write_bytes(xz(torch.randint(0, 256, (3000,), generator=g,
                                                                 dtype=torch.uint8).numpy().tobytes()))
-        refused(tmp_path / f"{i}.cnnz", "header")
+        assert_refused(tmp_path / f"{i}.cnnz", "header")
 
 
 @pytest.mark.parametrize("cut", [1, 6, 12, 0.25, 0.5, 0.9, -12, -1])
@@ -117,24 +117,24 @@ def test_a_truncated_artifact_is_refused(tmp_path, cut):
     data = (tmp_path / "m.cnnz").read_bytes()
     keep = int(len(data) * cut) if isinstance(cut, float) else cut % len(data)
     (tmp_path / "m.cnnz").write_bytes(data[:keep])
-    refused(tmp_path / "m.cnnz", "truncated|not an xz|corrupt xz")
+    assert_refused(tmp_path / "m.cnnz", "truncated|not an xz|corrupt xz")
 
 
 def test_data_shorter_or_longer_than_the_header_states_and_trailing_junk(tmp_path):
     header, data = one_f32()
     (tmp_path / "short.cnnz").write_bytes(xz(blob(header, data[:-4])))
-    refused(tmp_path / "short.cnnz", "truncated: its header states 12 bytes of tensors, it holds 8")
+    assert_refused(tmp_path / "short.cnnz", "truncated: its header states 12 bytes of tensors, it holds 8")
     (tmp_path / "long.cnnz").write_bytes(xz(blob(header, data + b"\0")))
-    refused(tmp_path / "long.cnnz", "holds more bytes than its header states")
+    assert_refused(tmp_path / "long.cnnz", "holds more bytes than its header states")
     (tmp_path / "long2.cnnz").write_bytes(xz(blob(header, data)) + xz(b"\0"))
-    refused(tmp_path / "long2.cnnz", "holds more bytes than its header states")
+    assert_refused(tmp_path / "long2.cnnz", "holds more bytes than its header states")
     (tmp_path / "junk.cnnz").write_bytes(xz(blob(header, data)) + b"junk")
-    refused(tmp_path / "junk.cnnz", "bytes after its xz stream that are not xz data")
+    assert_refused(tmp_path / "junk.cnnz", "bytes after its xz stream that are not xz data")
     good = xz(blob(header, data))
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0xFF
     (tmp_path / "flipped.cnnz").write_bytes(bytes(flipped))
-    refused(tmp_path / "flipped.cnnz", "corrupt xz data|not an xz|truncated|header|holds more")
+    assert_refused(tmp_path / "flipped.cnnz", "corrupt xz data|not an xz|truncated|header|holds more")
 
 
 F32_3 = {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}
@@ -168,21 +168,21 @@ F32_3 = {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}
 ])
 def test_a_header_that_does_not_describe_its_data_is_refused(tmp_path, header, match):
     (tmp_path / "m.cnnz").write_bytes(xz(blob(header, bytes(12))))
-    refused(tmp_path / "m.cnnz", match)
+    assert_refused(tmp_path / "m.cnnz", match)
 
 
 def test_a_bool_tensor_must_hold_zeros_and_ones(tmp_path):
     header = {"b": {"dtype": "BOOL", "shape": [3], "data_offsets": [0, 3]}}
     (tmp_path / "m.cnnz").write_bytes(xz(blob(header, bytes([1, 2, 0]))))
-    refused(tmp_path / "m.cnnz", "BOOL tensor 'b' holds bytes other than 0 and 1")
+    assert_refused(tmp_path / "m.cnnz", "BOOL tensor 'b' holds bytes other than 0 and 1")
 
 
 def test_a_header_over_its_limit_is_refused_before_it_is_read(tmp_path):
     raw = (MAX_HEADER_BYTES + 1).to_bytes(8, "little") + b"{"  # the header itself is not there
     (tmp_path / "m.cnnz").write_bytes(xz(raw))
-    refused(tmp_path / "m.cnnz", r"header would take 8,388,609 bytes, over the 8.00 MiB a cnnlab artifact's header")
+    assert_refused(tmp_path / "m.cnnz", r"header would take 8,388,609 bytes, over the 8.00 MiB a cnnlab artifact's header")
     (tmp_path / "huge.cnnz").write_bytes(xz((2**64 - 1).to_bytes(8, "little")))
-    refused(tmp_path / "huge.cnnz", "header would take 18,446,744,073,709,551,615 bytes")
+    assert_refused(tmp_path / "huge.cnnz", "header would take 18,446,744,073,709,551,615 bytes")
 
 
 def test_a_stream_asking_for_a_4_gib_dictionary_is_refused(tmp_path):
@@ -193,7 +193,7 @@ def test_a_stream_asking_for_a_4_gib_dictionary_is_refused(tmp_path):
     block[-4:] = zlib.crc32(bytes(block[:-4])).to_bytes(4, "little")
     data[12:12 + len(block)] = block
     (tmp_path / "m.cnnz").write_bytes(bytes(data))
-    refused(tmp_path / "m.cnnz", "asks for more than 256 MiB of decoder memory")
+    assert_refused(tmp_path / "m.cnnz", "asks for more than 256 MiB of decoder memory")
 
 
 # -- the size limit ---------------------------------------------------------------------------------------
@@ -201,13 +201,13 @@ def test_the_stated_size_is_capped_and_the_cap_is_set_by_the_environment(tmp_pat
     header, data = one_f32()
     header["big"] = {"dtype": "U8", "shape": [2**32 - 12], "data_offsets": [12, 2**32]}
     (tmp_path / "claims.cnnz").write_bytes(xz(blob(header, data)))
-    message = refused(tmp_path / "claims.cnnz", "header states 4.00 GiB of tensors")
+    message = assert_refused(tmp_path / "claims.cnnz", "header states 4.00 GiB of tensors")
     assert message == (f"{tmp_path / 'claims.cnnz'}: its header states 4.00 GiB of tensors, over the 1.00 GiB "
                        f"limit (${MAX_ARTIFACT_ENV})")
     assert MAX_ARTIFACT_BYTES == GiB == storage.max_artifact_bytes()
     write_artifact(tmp_path / "m.cnnz", {"w": torch.zeros(100)}, {})  # 400 bytes of tensors
     monkeypatch.setenv(MAX_ARTIFACT_ENV, "399")
-    refused(tmp_path / "m.cnnz", f"400 bytes of tensors, over the 399 bytes limit \\(\\${MAX_ARTIFACT_ENV}\\)")
+    assert_refused(tmp_path / "m.cnnz", f"400 bytes of tensors, over the 399 bytes limit \\(\\${MAX_ARTIFACT_ENV}\\)")
     monkeypatch.setenv(MAX_ARTIFACT_ENV, "400")
     assert read_artifact(tmp_path / "m.cnnz")[0]["w"].shape == (100,)
     monkeypatch.setenv(MAX_ARTIFACT_ENV, "8G")

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_info", "code_revision", "cpu_flags"]
+__all__ = ["machine_info", "code_revision", "cpu_flags", "cpu_has_bf16"]
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -36,6 +36,17 @@ def cpu_flags() -> dict[str, bool]:
     """The CPU features that decide cnnlab's speed: AVX-512, its BF16 instructions, AMX (BF16 and INT8 tiles)."""
     flags = set(_cpuinfo().get("flags", "").split())
     return {name: name in flags for name in ("avx512f", "avx512_bf16", "amx_bf16", "amx_int8")}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN computes bf16 natively on this CPU (AVX512-BF16 or AMX): what ``--precision auto``
+    and every recorded ``onednn_bf16`` ask."""
+    import torch  # torch is imported only when asked: `cnnlab --help` and the CLI's parsing do not pay for it
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,14 +74,10 @@ def machine_info(device: Any = None) -> dict[str, Any]:
     """The machine and software a result comes from: cnnlab, torch and Python versions, the CPU model and
     :func:`cpu_flags`, whether oneDNN computes bf16 natively, CPU and torch thread counts, the device and GPU,
     and :func:`code_revision`."""
-    import torch
+    import torch  # see cpu_has_bf16
 
     import cnnlab
 
-    try:
-        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        bf16 = False
     return {
         "cnnlab": cnnlab.__version__,
         "code_revision": code_revision(),
@@ -79,7 +86,7 @@ def machine_info(device: Any = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpuinfo().get("model name") or platform.processor() or platform.machine(),
         "cpu_flags": cpu_flags(),
-        "onednn_bf16": bf16,
+        "onednn_bf16": cpu_has_bf16(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device) if device is not None else None,

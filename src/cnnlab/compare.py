@@ -33,11 +33,11 @@ import torch.nn as nn
 
 from cnnlab._io import atomic_path, atomic_write_json, atomic_write_text
 from cnnlab._outdir import COMPARE, claim_output
-from cnnlab.analysis.latency import (LATENCY_BATCHES, LatencyError, busy_warning, check_positive, check_threads,
+from cnnlab.analysis.latency import (LATENCY_BATCHES, busy_warning, check_positive, check_threads,
                                      measure_latency)
 from cnnlab.analysis.summary import summarize
 from cnnlab.errors import CnnlabError
-from cnnlab.models import has_conv2d, list_models, model_entrypoint
+from cnnlab.models import list_models, model_entrypoint
 from cnnlab.runs import load_run
 from cnnlab.train import TrainConfig
 from cnnlab.train.config import DEFAULT_BATCH_SIZE

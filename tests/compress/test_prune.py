@@ -17,7 +17,7 @@ from cnnlab.compress.prune import compress_prune, finetune_split, lamp_scores, r
 from cnnlab.compress.storage import read_artifact, unpack_bits, write_artifact
 from cnnlab.models import FashionCNN, create_model
 from cnnlab.train import TrainConfig, evaluate
-from cnnlab.train.engine import make_eval_loader
+from cnnlab.train import make_eval_loader
 from tests.compress.models import TINY, tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -183,7 +183,7 @@ def test_unstructured_rebuilt_model_is_the_compressed_one_bit_for_bit(tmp_path, 
 
 def test_compressed_model_evaluates(tiny_data):
     c = compress_prune(tiny_cnn(), sparsity=0.5)
-    result = evaluate(c.model, make_eval_loader(tiny_data.test_x, tiny_data.test_y, tiny_data, "cpu", 64), 10)
+    result = evaluate(c.model, make_eval_loader(tiny_data.test_x, tiny_data.test_y, tiny_data, "cpu", batch_size=64), 10)
     assert 0 <= result["accuracy"] <= 1 and not c.model.training
 
 

@@ -16,7 +16,7 @@ from cnnlab.compress.storage import artifact_bytes, read_artifact, write_artifac
 from cnnlab.layers import PredefinedSparseConv2d
 from cnnlab.models import CompactCNN, FashionCNN, create_model
 from cnnlab.train import evaluate
-from cnnlab.train.engine import make_eval_loader
+from cnnlab.train import make_eval_loader
 from tests.compress.models import TINY, randomize_bn, tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -101,7 +101,7 @@ def test_stored_tensors_are_plain_int8_and_scales():
 
 def test_evaluate_runs_the_quantized_model_unchanged(tiny_data):
     c = compress_quantize(tiny_cnn(), calibration=batches())
-    loader = make_eval_loader(tiny_data.test_x, tiny_data.test_y, tiny_data, "cpu", 64)
+    loader = make_eval_loader(tiny_data.test_x, tiny_data.test_y, tiny_data, "cpu", batch_size=64)
     result = evaluate(c.model, loader, 10)
     assert result["count"] == len(tiny_data.test_y)
     x = torch.cat([xb for xb, _ in loader])

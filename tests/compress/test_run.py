@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from cnnlab.compress import CompressError
 from cnnlab.compress import run as crun
@@ -66,7 +65,7 @@ def test_compress_writes_a_run_that_reloads_to_the_same_accuracy(base_run, fake,
 
     cfg = loaded.config
     data = load_dataset(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed)
-    m = evaluate(loaded.model, make_eval_loader(data.test_x, data.test_y, data, "cpu", 1000), 10)
+    m = evaluate(loaded.model, make_eval_loader(data.test_x, data.test_y, data, "cpu", batch_size=1000), 10)
     assert m["accuracy"] == rec["test_accuracy"]
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == rec["test_accuracy"]
 

@@ -3,7 +3,6 @@ fine-tuning that keeps the constraint, and settings they refuse."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest

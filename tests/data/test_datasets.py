@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cnnlab.data.datasets import DataSplits, UnknownDatasetError, channel_stats, list_datasets, load_dataset
-from cnnlab.data.fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES
+from cnnlab.data.fashion_mnist import FASHION_MNIST_CLASSES
 from tests.data.fakes import make_fake_fashion_mnist
 
 N_TRAIN, N_TEST = 60, 20

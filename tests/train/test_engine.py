@@ -63,9 +63,9 @@ def test_saved_weights_reproduce_the_test_metrics(tiny_data, tmp_path):
 
 
 def test_same_seed_same_weights_other_seed_differs(tiny_data, tmp_path):
-    _, a = fit(_cfg(), tmp_path / "a", data=tiny_data, progress=False, log=lambda s: None, return_model=True)
-    _, b = fit(_cfg(), tmp_path / "b", data=tiny_data, progress=False, log=lambda s: None, return_model=True)
-    _, c = fit(_cfg(seed=1), tmp_path / "c", data=tiny_data, progress=False, log=lambda s: None, return_model=True)
+    a = fit(_cfg(), tmp_path / "a", data=tiny_data, progress=False, log=lambda s: None).model
+    b = fit(_cfg(), tmp_path / "b", data=tiny_data, progress=False, log=lambda s: None).model
+    c = fit(_cfg(seed=1), tmp_path / "c", data=tiny_data, progress=False, log=lambda s: None).model
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
 

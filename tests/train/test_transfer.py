@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from cnnlab.data import FASHION_MNIST_CLASSES, load_dataset, normalize
 from cnnlab.models import EvalBatchNorm2d
-from cnnlab.train import ConfigError, TrainConfig, fit, load_run
+from cnnlab.train import TrainConfig, fit, load_run
 from cnnlab.errors import CnnlabError
 from cnnlab.train.transfer import build_transfer_model, extract_features
 

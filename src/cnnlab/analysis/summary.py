@@ -15,7 +15,7 @@ from dataclasses import dataclass, field as dataclass_field
 import torch
 import torch.nn as nn
 
-from cnnlab.analysis.graph import Graph, Node, trace
+from cnnlab.analysis.graph import Graph, trace
 from cnnlab.analysis.receptive_field import Field, receptive_fields
 
 __all__ = ["LayerRow", "Summary", "summarize", "QUIET_FUNCTIONS"]

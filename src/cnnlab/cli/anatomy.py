@@ -83,7 +83,7 @@ def _anatomy_model(a: argparse.Namespace):
     can be looked at on 3x32x32."""
     import inspect
 
-    from cnnlab.models import WeightsError, create_model, model_entrypoint, model_info
+    from cnnlab.models import create_model, model_entrypoint, model_info
 
     info = model_info(a.model)
     size = info.input_size

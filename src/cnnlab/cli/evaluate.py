@@ -37,32 +37,17 @@ def run(a: argparse.Namespace) -> int:
 
 def _eval(a: argparse.Namespace) -> int:
     from cnnlab.runs import load_run
-    from cnnlab.train import evaluate, make_eval_loader, resolve_device, resolve_precision
+    from cnnlab.train import evaluate_run, resolve_device
 
     dev = resolve_device(a.device)
     run = load_run(a.run, map_location=str(dev))
-    cfg = run.config
-    data = cfg.load_data(data_dir=a.data_dir, log=lambda s: print(s, file=sys.stderr))
-    channels_last = cfg.channels_last and any(p.ndim == 4 for p in run.model.parameters())
-    if channels_last:
-        import torch
-
-        run.model.to(memory_format=torch.channels_last)
-    loader = make_eval_loader(data.test_x, data.test_y, run.data, dev, cfg.eval_batch_size, channels_last)
-    m = evaluate(run.model, loader, len(run.data["classes"]), resolve_precision(cfg.precision, dev))
-    if m["nonfinite_outputs"]:
-        from cnnlab.errors import NonFiniteError
-
-        raise NonFiniteError(f"{a.run}: the model's outputs are not finite (NaN or inf) for {m['nonfinite_outputs']} "
-                             f"of {m['count']} test images; its weights are broken (a diverged or corrupted run)")
-    classes = run.data["classes"]
-    result = {"run": a.run, "test_accuracy": m["accuracy"], "test_loss": m["loss"], "test_images": m["count"],
-              "per_class_accuracy": dict(zip(classes, m["per_class_accuracy"])),
-              "confusion_matrix": m["confusion_matrix"]}
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    result = {"run": a.run} | evaluate_run(run, data_dir=a.data_dir, device=dev, log=log)
     if a.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{a.run}: test accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}  ({m['count']} images)")
+        print(f"{a.run}: test accuracy {100 * result['test_accuracy']:.2f}%  loss {result['test_loss']:.4f}  "
+              f"({result['test_images']} images)")
         for c, acc in result["per_class_accuracy"].items():
             print(f"  {c:<12} {100 * acc:6.2f}%")
     return 0

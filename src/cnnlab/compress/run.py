@@ -31,8 +31,8 @@ from cnnlab.compress.base import Compressed, CompressError
 from cnnlab.compress.finetune import make_finetune
 from cnnlab.errors import CnnlabError
 from cnnlab.compress.storage import ARTIFACT, read_artifact, write_artifact, xz_size
-from cnnlab.models import build_from_spec, has_conv2d
-from cnnlab.train import RunDir, RunError, evaluate, load_run, make_eval_loader
+from cnnlab.models import build_from_spec
+from cnnlab.train import RunDir, RunError, eval_set, load_run
 
 __all__ = ["METHODS", "DEFAULT_FINETUNE_EPOCHS", "compress_run", "load_compressed", "default_out", "setting_name",
            "read_compression", "method_settings"]
@@ -130,13 +130,6 @@ def load_compressed(path: str | os.PathLike, spec: dict[str, Any] | None = None)
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError, ZeroDivisionError,
             OverflowError, SafetensorError) as e:  # CompressError is a ValueError
         raise RunError(f"{run.path / ARTIFACT}: does not fit the model in model.json ({one_line(e)})") from None
-
-
-def _as_eval(model: nn.Module, channels_last: bool) -> nn.Module:
-    """The model as ``cnnlab eval`` runs a loaded run: channels-last when it has 4-D parameters."""
-    if channels_last and has_conv2d(model):
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 def _calibration(data, n: int, seed: int) -> list[torch.Tensor]:
@@ -240,11 +233,10 @@ def _compress_into(claim: Output, src: Path, base, base_spec, method, settings, 
     # normalised as the run was trained, whatever the subset
     data = cfg.load_data(**({} if subset is None else {"subset": subset}), log=log).normalised_as(base.data)
     # evaluated as `cnnlab eval` will evaluate the output run: float32, in the run's memory format
-    channels_last = bool(cfg.channels_last) and has_conv2d(base.model)
-    loader = make_eval_loader(data.test_x, data.test_y, data, "cpu", cfg.eval_batch_size, channels_last)
-    num_classes = len(base.data.get("classes", data.classes))
+    tests = eval_set(base, data)
+    channels_last = tests.channels_last
     float_model = base.model.float().eval()
-    baseline = evaluate(_as_eval(copy.deepcopy(float_model), channels_last), loader, num_classes)
+    baseline = tests.evaluate(copy.deepcopy(float_model))
 
     size_input = base.input_size
     threads_before = torch.get_num_threads()
@@ -270,9 +262,9 @@ def _compress_into(claim: Output, src: Path, base, base_spec, method, settings, 
         spec["compression"] = {"method": method, "settings": settings, "source": str(src)}
         size = write_artifact(tmp / ARTIFACT, result.tensors, result.meta)
         atomic_write_json(tmp / "model.json", spec)
-        reloaded = _as_eval(load_compressed(tmp, spec), channels_last)
-        test = evaluate(reloaded, loader, num_classes)
-        direct = evaluate(_as_eval(result.model, channels_last), loader, num_classes)
+        reloaded = tests.prepare(load_compressed(tmp, spec))
+        test = tests.evaluate(reloaded)
+        direct = tests.evaluate(result.model)
         if test["confusion_matrix"] != direct["confusion_matrix"]:  # the artifact must hold the whole model
             raise RuntimeError(f"{method}: the model rebuilt from {ARTIFACT} predicts differently "
                                f"({test['accuracy']:.4f} vs {direct['accuracy']:.4f}); this is a bug in cnnlab")

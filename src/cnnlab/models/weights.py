@@ -8,7 +8,6 @@ objects besides tensors is refused in cnnlab's words (which object, and how to s
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from pathlib import Path

@@ -10,7 +10,6 @@ exactly the steps an uninterrupted run would (bitwise on the same CPU and thread
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -23,23 +22,23 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from safetensors import safe_open
 
-from cnnlab.errors import CnnlabError
+from cnnlab._outdir import Output
 from cnnlab.data import Augment, BatchLoader, DataSplits, derive_seed
+from cnnlab.errors import CnnlabError
 from cnnlab.models import (ZOO_PREFIX, build_from_spec, count_parameters, create_model, has_conv2d, head_module,
                            model_entrypoint, model_spec)
 from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from cnnlab.train.config import DEFAULT_BATCH_SIZE, ConfigError, TrainConfig
 from cnnlab.train.distributed import DistInfo, cleanup_distributed, init_distributed
-from cnnlab.train.rundir import RunDir, RunError, default_run_dir, machine_info
+from cnnlab.train.device import autocast, resolve_device, resolve_precision
+from cnnlab.train.evaluation import evaluate, make_eval_loader
+from cnnlab.train.rundir import RunDir, RunError, default_run_dir, load_run, machine_info
 from cnnlab.train.schedule import lr_factor
 from cnnlab.train.transfer import build_transfer_model, source_name
 
-__all__ = [
-    "fit", "evaluate", "resolve_device", "resolve_precision", "autocast", "build_optimizer",
-    "TrainingDivergedError", "TrainingInterrupted", "make_eval_loader",
-]
+__all__ = ["fit", "FitResult", "build_optimizer", "TrainingDivergedError", "TrainingInterrupted"]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -53,45 +52,6 @@ class TrainingInterrupted(Exception):
     def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
         super().__init__(message)
         self.exit_code = 128 + int(signum)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; anything else is a
-    :class:`ConfigError` naming the valid values."""
-    index = name[5:] if name.startswith("cuda:") else None
-    if name not in ("auto", "cpu", "cuda") and not (index is not None and index.isdigit()):
-        raise ConfigError(f"--device {name!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
-    if index is not None and torch.cuda.is_available() and int(index) >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` is bf16 where the hardware computes it natively (CUDA with bf16, or a CPU with
-    AVX512-BF16/AMX, which oneDNN uses), fp32 elsewhere."""
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_bf16() else "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -118,47 +78,6 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def make_eval_loader(images, labels, data: dict | DataSplits, device, batch_size=1000, channels_last=False):
-    mean = data.mean if isinstance(data, DataSplits) else data["mean"]
-    std = data.std if isinstance(data, DataSplits) else data["std"]
-    return BatchLoader(images, labels, batch_size, mean=mean, std=std, device=device, channels_last=channels_last)
-
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, loader: BatchLoader, num_classes: int, precision: str = "fp32") -> dict[str, Any]:
-    """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, columns: predicted).
-
-    The model is put in eval mode and returned to the mode it had.
-    """
-    was_training = model.training
-    model.eval()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=loader.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
-    nonfinite = torch.zeros((), dtype=torch.int64, device=loader.device)
-    try:
-        for x, y in loader:
-            with autocast(loader.device, precision):
-                out = model(x)
-            nonfinite += (~torch.isfinite(out)).any(1).sum()
-            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
-            confusion += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes**2).view(
-                num_classes, num_classes
-            )
-    finally:
-        model.train(was_training)
-    cm = confusion.cpu()
-    n = int(cm.sum())
-    per_class = (cm.diag().double() / cm.sum(1).clamp_min(1).double()).tolist()
-    return {
-        "loss": float(loss_sum) / max(n, 1),
-        "accuracy": float(cm.diag().sum()) / max(n, 1),
-        "per_class_accuracy": per_class,
-        "confusion_matrix": cm.tolist(),
-        "count": n,
-        "nonfinite_outputs": int(nonfinite),  # images whose outputs hold a NaN or inf (broken weights)
-    }
-
-
 class _StopFlag:
     """The first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and save a checkpoint;
     a second one interrupts at once."""
@@ -170,20 +89,20 @@ class _StopFlag:
         self.signum = signal.SIGINT
         self._old: dict[int, Any] = {}
 
-    def __enter__(self):
+    def __enter__(self) -> "_StopFlag":
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: Any) -> None:
         if self.set:
             raise KeyboardInterrupt
         self.set, self.signum = True, signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"\ncnnlab: {name}: stopping after this step and saving a checkpoint (again to abort)", file=sys.stderr)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> bool:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         return False
@@ -193,6 +112,17 @@ def _progress_enabled(progress: bool | None, dist_info: DistInfo) -> bool:
     if not dist_info.is_main:
         return False
     return sys.stderr.isatty() if progress is None else progress
+
+
+class FitResult(dict):
+    """What :func:`fit` returns: the run's final metrics (the keys of ``metrics.json``: ``test_accuracy``,
+    ``confusion_matrix``, ...), with the trained module as ``.model`` (on every process: under torchrun each
+    rank's own copy) and the run directory as ``.run``."""
+
+    def __init__(self, metrics: dict[str, Any], *, model: nn.Module, run: Path) -> None:
+        super().__init__(metrics)
+        self.model = model
+        self.run = run
 
 
 def fit(
@@ -205,10 +135,9 @@ def fit(
     progress: bool | None = None,
     log: Callable[[str], None] = print,
     device: str | None = None,
-    return_model: bool = False,
-) -> dict[str, Any] | tuple[dict[str, Any], nn.Module]:
-    """Train ``cfg.model`` on ``cfg.dataset`` and write a run directory; return the final metrics
-    (and the trained model, with ``return_model``).
+) -> FitResult:
+    """Train ``cfg.model`` on ``cfg.dataset`` and write a run directory; return its final metrics (what
+    ``metrics.json`` holds) as a :class:`FitResult`, whose ``.model`` is the trained module.
 
     Args:
         cfg: the settings; ignored with ``resume`` (the run's own ``config.json`` is used). With
@@ -248,19 +177,18 @@ def fit(
         metrics, model = _fit(cfg, run, dev, dist_info, resumed=resume is not None, overwrite=overwrite, data=data,
                               progress=_progress_enabled(progress, dist_info),
                               log=log if dist_info.is_main else (lambda s: None))
-        return (metrics, model) if return_model else metrics
+        return FitResult(metrics, model=model, run=run.path)
     finally:
         cleanup_distributed()
 
 
-def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data, progress, log):
+def _fit(cfg: TrainConfig, run: RunDir, dev: torch.device, dist_info: DistInfo, *, resumed: bool, overwrite: bool,
+         data: DataSplits | None, progress: bool, log: Callable[[str], None]) -> tuple[dict[str, Any], nn.Module]:
     if dist_info.enabled and dev.type == "cuda":
         dev = torch.device("cuda", dist_info.local_rank)
     precision = resolve_precision(cfg.precision, dev)
     if resumed and run.metrics.is_file():
         log(f"{run.path}: already complete; nothing to resume")
-        from cnnlab.train.rundir import load_run
-
         return run.read_json("metrics.json"), load_run(run.path, map_location=str(dev)).model
     claim = None
     if dist_info.is_main:  # one writer per run directory, checked before the data is loaded
@@ -284,7 +212,76 @@ def _fit(cfg, run: RunDir, dev, dist_info: DistInfo, *, resumed, overwrite, data
     return metrics, model
 
 
-def _train(cfg, run: RunDir, dev, dist_info: DistInfo, precision: str, claim, *, resumed, data, progress, log):
+@dataclasses.dataclass
+class _Session:
+    """What one training run works with, built once by :func:`_build`: the loop reads it and advances
+    ``epoch``, ``step``, ``history`` and ``train_seconds``; a checkpoint holds exactly those."""
+
+    cfg: TrainConfig
+    run: RunDir
+    dev: torch.device
+    dist: DistInfo
+    precision: str
+    data: DataSplits
+    model: nn.Module  # the module whose weights are saved
+    train_model: nn.Module  # what each step runs: ``model``, or its DistributedDataParallel / compiled wrapper
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    train_loader: BatchLoader
+    val_loader: BatchLoader | None
+    channels_last: bool
+    resumed: bool
+    epoch: int = 0  # where the run stands: the epoch and step to do next
+    step: int = 0
+    partial: list[float] | None = None  # a part-done epoch's (loss, correct, count, seconds) sums
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    train_seconds: float = 0.0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def checkpoint(self, epoch: int, step: int, partial: list[float] | None) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.run.checkpoint, self.model, self.optimizer, {
+                "epoch": epoch, "step": step, "history": self.history, "train_seconds": self.train_seconds,
+                "partial": partial, "steps_per_epoch": self.steps_per_epoch,
+            })
+
+    def diverged(self, what: str) -> TrainingDivergedError:
+        return TrainingDivergedError(_diverged(self.run, what, self.cfg.lr, self.resumed))
+
+
+def _train(cfg: TrainConfig, run: RunDir, dev: torch.device, dist_info: DistInfo, precision: str,
+           claim: Output | None, *, resumed: bool, data: DataSplits | None, progress: bool,
+           log: Callable[[str], None]) -> tuple[dict[str, Any], nn.Module]:
+    s = _build(cfg, run, dev, dist_info, precision, claim, resumed=resumed, data=data, log=log)
+    last_ckpt = time.monotonic()
+    with _StopFlag() as stop:
+        for epoch in range(s.epoch, cfg.epochs):
+            row, last_ckpt = _train_epoch(s, epoch, stop, last_ckpt, progress=progress)
+            if s.val_loader is not None:
+                v = evaluate(s.model, s.val_loader, s.data.num_classes, s.precision)
+                row.update(val_loss=v["loss"], val_acc=v["accuracy"])
+            s.history.append(row)
+            s.train_seconds += row["seconds"]
+            s.epoch, s.step, s.partial = epoch + 1, 0, None
+            log(_epoch_line(row, cfg.epochs))
+            s.checkpoint(epoch + 1, 0, None)
+            last_ckpt = time.monotonic()
+            if dist_info.is_main:
+                run.write_history(s.history)
+            if stop.set:
+                raise TrainingInterrupted(f"interrupted after epoch {epoch + 1}; checkpoint saved. Resume with: "
+                                          f"cnnlab train --resume {run.path}", stop.signum)
+    return _finish(s), s.model
+
+
+def _build(cfg: TrainConfig, run: RunDir, dev: torch.device, dist_info: DistInfo, precision: str,
+           claim: Output | None, *, resumed: bool, data: DataSplits | None,
+           log: Callable[[str], None]) -> _Session:
+    """The data, the model (new, transferred, or the resumed run's own), the optimizer and the loaders; the
+    checkpoint's position when resuming, else ``config.json`` and ``model.json`` written."""
     if data is None:
         data = cfg.load_data(log=log)
     batch_size = _batch_size(cfg, len(data.train_y), dist_info.world_size, log)
@@ -316,15 +313,13 @@ def _train(cfg, run: RunDir, dev, dist_info: DistInfo, precision: str, claim, *,
         mean=data.mean, std=data.std, seed=cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size,
         device=dev, channels_last=channels_last,
     )
-    val_loader = (make_eval_loader(data.val_x, data.val_y, data, dev, cfg.eval_batch_size, channels_last)
-                  if len(data.val_y) else None)
-    steps_per_epoch = len(train_loader)
-    total_steps = cfg.epochs * steps_per_epoch
+    val_loader = (make_eval_loader(data.val_x, data.val_y, data, dev, batch_size=cfg.eval_batch_size,
+                                   channels_last=channels_last) if len(data.val_y) else None)
 
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0, "partial": None}
+    state: dict[str, Any] = {}
     if resumed and run.checkpoint.is_file():
         state = load_checkpoint(run.checkpoint, model, optimizer)
-        log(f"resuming {run.path} at epoch {state['epoch'] + 1}, step {state['step']} of {steps_per_epoch}")
+        log(f"resuming {run.path} at epoch {state['epoch'] + 1}, step {state['step']} of {len(train_loader)}")
     elif dist_info.is_main:
         run.write_json("config.json", {
             "train": cfg.to_dict(), "resolved": {"device": str(dev), "precision": precision, "batch_size": batch_size,
@@ -340,102 +335,91 @@ def _train(cfg, run: RunDir, dev, dist_info: DistInfo, precision: str, claim, *,
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     if cfg.compile:
         train_model = torch.compile(train_model)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    history: list[dict[str, Any]] = state["history"]
-    check_every = 1 if dev.type == "cpu" else 25
+    return _Session(
+        cfg=cfg, run=run, dev=dev, dist=dist_info, precision=precision, data=data, model=model,
+        train_model=train_model, optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), train_loader=train_loader,
+        val_loader=val_loader, channels_last=channels_last, resumed=resumed, epoch=int(state.get("epoch", 0)),
+        step=int(state.get("step", 0)), partial=state.get("partial"), history=state.get("history", []),
+        train_seconds=float(state.get("train_seconds", 0.0)),
+    )
 
-    def checkpoint(epoch: int, step: int, partial) -> None:
-        if dist_info.is_main:
-            save_checkpoint(run.checkpoint, model, optimizer, {
-                "epoch": epoch, "step": step, "history": history, "train_seconds": train_seconds,
-                "partial": partial, "steps_per_epoch": steps_per_epoch,
-            })
 
-    train_seconds = float(state["train_seconds"])
-    start_epoch, start_step = int(state["epoch"]), int(state["step"])
-    last_ckpt = time.monotonic()
-    with _StopFlag() as stop:
-        for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            first = start_step if epoch == start_epoch else 0
-            partial = state.get("partial") if epoch == start_epoch and first else None
-            # running (loss, correct, count) of this rank's shard; the epoch's train loss and accuracy are
-            # rank 0's (with several ranks, an estimate from 1/world_size of the epoch's images), which
-            # is what a checkpoint can hold without a collective
-            sums = torch.tensor(partial[:3] if partial else [0.0, 0.0, 0.0], dtype=torch.float64, device=dev)
-            seconds = float(partial[3]) if partial and len(partial) > 3 else 0.0
-            bar = None
-            if progress:
-                from tqdm import tqdm
+def _train_epoch(s: _Session, epoch: int, stop: _StopFlag, last_ckpt: float, *,
+                 progress: bool) -> tuple[dict[str, Any], float]:
+    """One epoch's steps from where the run stands; its history row (without validation) and the time of the
+    last checkpoint. Checkpoints mid-epoch every ``cfg.checkpoint_interval`` seconds and when asked to stop
+    (then raises :class:`TrainingInterrupted`)."""
+    cfg, dev, rank, world = s.cfg, s.dev, s.dist.rank, s.dist.world_size
+    steps = s.steps_per_epoch
+    total_steps = cfg.epochs * steps
+    check_every = 1 if dev.type == "cpu" else 25  # a finite check on CUDA syncs: every 25 steps
+    s.model.train()
+    first = s.step if epoch == s.epoch else 0
+    partial = s.partial if epoch == s.epoch and first else None
+    # running (loss, correct, count) of this rank's shard; the epoch's train loss and accuracy are rank 0's
+    # (with several ranks, an estimate from 1/world_size of the epoch's images), which is what a checkpoint
+    # can hold without a collective
+    sums = torch.tensor(partial[:3] if partial else [0.0, 0.0, 0.0], dtype=torch.float64, device=dev)
+    seconds = float(partial[3]) if partial and len(partial) > 3 else 0.0
+    bar = None
+    if progress:
+        from tqdm import tqdm  # only with a progress bar
 
-                bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           unit="batch", dynamic_ncols=True, leave=True, file=sys.stderr)
-            t0 = time.perf_counter()
-            for step, (x, y) in enumerate(train_loader.epoch(epoch, first), start=first):
-                lr = cfg.lr * lr_factor(cfg.schedule, epoch * steps_per_epoch + step, total_steps, cfg.warmup)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr * g.get("lr_scale", 1.0)
-                torch.manual_seed(derive_seed(cfg.seed, epoch, step, dist_info.rank, 3))
-                with autocast(dev, precision):
-                    out = train_model(x)
-                loss = criterion(out.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss = loss.detach()
-                sums += torch.stack([loss.double() * len(y), (out.argmax(1) == y).sum().double(),
-                                     torch.tensor(float(len(y)), dtype=torch.float64, device=dev)])
-                if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
-                    if not math.isfinite(float(sums[0])):
-                        raise TrainingDivergedError(_diverged(run, f"loss became {float(loss)} at epoch {epoch + 1} "
-                                                                   f"step {step + 1}", cfg.lr, resumed))
-                if bar is not None:
-                    bar.update(1)
-                    if step % 10 == 0 or step + 1 == steps_per_epoch:
-                        s = sums.tolist()
-                        el = time.perf_counter() - t0 + seconds
-                        bar.set_postfix(loss=f"{s[0] / s[2]:.4f}", acc=f"{s[1] / s[2]:.4f}",
-                                        img_s=f"{s[2] * dist_info.world_size / max(el, 1e-9):.0f}", lr=f"{lr:.2e}")
-                done = step + 1 == steps_per_epoch
-                if not done and (stop.set or time.monotonic() - last_ckpt > cfg.checkpoint_interval):
-                    if not math.isfinite(float(sums[0])):
-                        raise TrainingDivergedError(_diverged(run, f"loss became non-finite at epoch {epoch + 1} "
-                                                                   f"step {step + 1}", cfg.lr, resumed))
-                    el = time.perf_counter() - t0
-                    checkpoint(epoch, step + 1, sums.tolist() + [seconds + el])
-                    last_ckpt = time.monotonic()
-                    if stop.set:
-                        if bar is not None:
-                            bar.close()
-                        raise TrainingInterrupted(
-                            f"interrupted at epoch {epoch + 1} step {step + 1}; checkpoint saved. "
-                            f"Resume with: cnnlab train --resume {run.path}", stop.signum
-                        )
-            epoch_seconds = time.perf_counter() - t0 + seconds
+        bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                   dynamic_ncols=True, leave=True, file=sys.stderr)
+    lr = cfg.lr
+    t0 = time.perf_counter()
+    try:
+        for step, (x, y) in enumerate(s.train_loader.epoch(epoch, first), start=first):
+            lr = cfg.lr * lr_factor(cfg.schedule, epoch * steps + step, total_steps, cfg.warmup)
+            for g in s.optimizer.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            torch.manual_seed(derive_seed(cfg.seed, epoch, step, rank, 3))
+            with autocast(dev, s.precision):
+                out = s.train_model(x)
+            loss = s.criterion(out.float(), y)
+            s.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            s.optimizer.step()
+            loss = loss.detach()
+            sums += torch.stack([loss.double() * len(y), (out.argmax(1) == y).sum().double(),
+                                 torch.tensor(float(len(y)), dtype=torch.float64, device=dev)])
+            if (step + 1) % check_every == 0 or step + 1 == steps:
+                if not math.isfinite(float(sums[0])):
+                    raise s.diverged(f"loss became {float(loss)} at epoch {epoch + 1} step {step + 1}")
             if bar is not None:
-                bar.close()
-            s = sums.tolist()
-            train_seconds += epoch_seconds
-            row = {"epoch": epoch + 1, "train_loss": s[0] / s[2], "train_acc": s[1] / s[2],
-                   "val_loss": None, "val_acc": None, "lr": lr, "seconds": epoch_seconds,
-                   "images_per_s": s[2] * dist_info.world_size / epoch_seconds}
-            if val_loader is not None:
-                v = evaluate(model, val_loader, data.num_classes, precision)
-                row.update(val_loss=v["loss"], val_acc=v["accuracy"])
-            history.append(row)
-            log(_epoch_line(row, cfg.epochs))
-            checkpoint(epoch + 1, 0, None)
-            last_ckpt = time.monotonic()
-            if dist_info.is_main:
-                run.write_history(history)
-            if stop.set:
-                raise TrainingInterrupted(
-                    f"interrupted after epoch {epoch + 1}; checkpoint saved. Resume with: cnnlab train --resume {run.path}",
-                    stop.signum,
-                )
+                bar.update(1)
+                if step % 10 == 0 or step + 1 == steps:
+                    t = sums.tolist()
+                    el = time.perf_counter() - t0 + seconds
+                    bar.set_postfix(loss=f"{t[0] / t[2]:.4f}", acc=f"{t[1] / t[2]:.4f}",
+                                    img_s=f"{t[2] * world / max(el, 1e-9):.0f}", lr=f"{lr:.2e}")
+            if step + 1 < steps and (stop.set or time.monotonic() - last_ckpt > cfg.checkpoint_interval):
+                if not math.isfinite(float(sums[0])):
+                    raise s.diverged(f"loss became non-finite at epoch {epoch + 1} step {step + 1}")
+                s.checkpoint(epoch, step + 1, sums.tolist() + [seconds + time.perf_counter() - t0])
+                last_ckpt = time.monotonic()
+                if stop.set:
+                    raise TrainingInterrupted(f"interrupted at epoch {epoch + 1} step {step + 1}; checkpoint saved. "
+                                              f"Resume with: cnnlab train --resume {s.run.path}", stop.signum)
+    finally:
+        if bar is not None:
+            bar.close()
+    epoch_seconds = time.perf_counter() - t0 + seconds
+    t = sums.tolist()
+    row = {"epoch": epoch + 1, "train_loss": t[0] / t[2], "train_acc": t[1] / t[2], "val_loss": None,
+           "val_acc": None, "lr": lr, "seconds": epoch_seconds, "images_per_s": t[2] * world / epoch_seconds}
+    return row, last_ckpt
 
-    test_loader = make_eval_loader(data.test_x, data.test_y, data, dev, cfg.eval_batch_size, channels_last)
-    test = evaluate(model, test_loader, data.num_classes, precision)
+
+def _finish(s: _Session) -> dict[str, Any]:
+    """The test metrics; on the main process the final weights, the plots and ``metrics.json`` (last: its
+    presence marks the run complete)."""
+    cfg, data, history = s.cfg, s.data, s.history
+    test_loader = make_eval_loader(data.test_x, data.test_y, data, s.dev, batch_size=cfg.eval_batch_size,
+                                   channels_last=s.channels_last)
+    test = evaluate(s.model, test_loader, data.num_classes, s.precision)
     images = sum(r["images_per_s"] * r["seconds"] for r in history)
     metrics = {
         "model": cfg.model,
@@ -448,23 +432,23 @@ def _train(cfg, run: RunDir, dev, dist_info: DistInfo, precision: str, claim, *,
         "confusion_matrix": test["confusion_matrix"],
         "val_accuracy": history[-1]["val_acc"] if history else None,
         "epochs": cfg.epochs,
-        "train_seconds": train_seconds,
-        "images_per_s": images / max(train_seconds, 1e-9),
-        "params": count_parameters(model),
-        "trainable_params": count_parameters(model, trainable_only=True),
-        "device": str(dev),
-        "precision": precision,
-        "world_size": dist_info.world_size,
+        "train_seconds": s.train_seconds,
+        "images_per_s": images / max(s.train_seconds, 1e-9),
+        "params": count_parameters(s.model),
+        "trainable_params": count_parameters(s.model, trainable_only=True),
+        "device": str(s.dev),
+        "precision": s.precision,
+        "world_size": s.dist.world_size,
     }
-    if dist_info.is_main:
-        from cnnlab.train.plots import plot_confusion, plot_curves
+    if s.dist.is_main:
+        from cnnlab.train.plots import plot_confusion, plot_curves  # matplotlib: paid only when a run finishes
 
-        save_weights(model, run.weights, metadata={"model": cfg.model})
-        plot_curves(history, run.path / "curves.png", title=f"{cfg.model} on {data.name}")
-        plot_confusion(test["confusion_matrix"], data.classes, run.path / "confusion.png",
+        save_weights(s.model, s.run.weights, metadata={"model": cfg.model})
+        plot_curves(history, s.run.path / "curves.png", title=f"{cfg.model} on {data.name}")
+        plot_confusion(test["confusion_matrix"], data.classes, s.run.path / "confusion.png",
                        title=f"{cfg.model}: test accuracy {100 * test['accuracy']:.2f}%")
-        run.write_json("metrics.json", metrics)  # last: its presence marks the run complete
-    return metrics, model
+        s.run.write_json("metrics.json", metrics)
+    return metrics
 
 
 def _batch_size(cfg: TrainConfig, n_train: int, world_size: int, log: Callable[[str], None]) -> int:
@@ -491,8 +475,6 @@ def _batch_size(cfg: TrainConfig, n_train: int, world_size: int, log: Callable[[
 def _diverged(run: RunDir, what: str, lr: float, resumed: bool) -> str:
     """The divergence message: what happened, what was kept (only what exists), what to try."""
     if run.checkpoint.is_file():
-        from safetensors import safe_open
-
         try:
             with safe_open(str(run.checkpoint), framework="pt") as f:
                 state = json.loads((f.metadata() or {})["state"])

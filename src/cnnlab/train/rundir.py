@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 import torch.nn as nn
 
 from cnnlab._io import atomic_write_json, atomic_write_text

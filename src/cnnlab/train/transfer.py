@@ -23,6 +23,7 @@ from cnnlab._outdir import check_output_file
 from cnnlab.data import BatchLoader, DataSplits
 from cnnlab.models import ZOO_PREFIX, create_model, has_conv2d, model_entrypoint, transfer
 from cnnlab.train.config import ConfigError, TrainConfig
+from cnnlab.train.device import resolve_device
 from cnnlab.train.rundir import RunDir, load_run
 
 __all__ = ["source_name", "build_transfer_model", "extract_features"]
@@ -92,8 +93,6 @@ def extract_features(cfg: TrainConfig, out: str | Path, *, overwrite: bool = Fal
     float32, in eval mode. Keys: ``train_features`` (N, D) float32 and ``train_labels`` (N,) int64, the same
     for ``val`` and ``test``, ``classes`` (names, by label), ``mean`` and ``std`` (the input normalisation
     used) and ``source``. Returns a summary (shapes, source, path)."""
-    from cnnlab.train.engine import resolve_device
-
     out = check_output_file(out, overwrite=overwrite, flag="--extract-features", suffixes=(".npz",),
                             ours=_is_features_file)
     cfg.validate()

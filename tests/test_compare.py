@@ -15,7 +15,7 @@ from cnnlab.analysis.latency import LatencyError
 from cnnlab.compare import compare_layers, compare_models, format_layers, measure_latency
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
-from tests.conftest import one_thread
+from tests.helpers import one_thread
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -66,11 +66,40 @@ def test_layers_reproduce_the_lecture_numbers():
 
 
 def test_layers_that_the_channel_arithmetic_forbids_are_skipped_with_the_reason():
-    rows = {r["name"]: r for r in compare_layers(3, 5, size=8, batch=2, threads=1, repeats=1)}
+    rows = {r["name"]: r for r in compare_layers(3, out_channels=5, size=8, batch=2, threads=1, repeats=1)}
     assert rows["conv3x3"]["params"] == 3 * 5 * 9 + 5
     assert rows["grouped-g2"]["params"] is None and "in_channels=3" in rows["grouped-g2"]["note"]
     assert rows["shuffle-unit"]["params"] is None and "groups=4" in rows["shuffle-unit"]["note"]
     assert "skipped" in format_layers(list(rows.values()))
+
+
+def test_layers_written_to_out_atomically_into_a_claimed_folder(tmp_path):
+    out = tmp_path / "layers"
+    lines: list[str] = []
+    rows = compare_layers(3, out_channels=6, size=8, batch=2, threads=1, repeats=1, out=out, log=lines.append)
+    assert json.loads((out / "layers.json").read_text()) == rows
+    assert (out / "layers.md").read_text() == format_layers(rows, markdown=True)
+    assert (out / ".cnnlab").is_file() and not [p for p in os.listdir(out) if p.endswith(".tmp")]
+    assert all(line.startswith("warning: ") for line in lines)  # only the busy-machine warning is logged
+    again = compare_layers(3, out_channels=6, size=8, batch=2, threads=1, repeats=1, out=out)  # its own folder
+    assert json.loads((out / "layers.json").read_text()) == again
+
+
+def test_layers_out_refuses_a_foreign_folder_and_bad_arguments_create_none(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    with pytest.raises(CnnlabError, match="mine"):
+        compare_layers(3, out_channels=6, size=8, batch=2, threads=1, repeats=1, out=foreign)
+    assert os.listdir(foreign) == ["notes.txt"]
+    with pytest.raises(CnnlabError, match="--size"):
+        compare_layers(size=0, out=tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_layers_take_every_setting_after_the_first_by_keyword():
+    with pytest.raises(TypeError):
+        compare_layers(16, 32)
 
 
 @pytest.mark.parametrize("kwargs,needle", [

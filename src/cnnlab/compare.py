@@ -21,6 +21,7 @@ Latency is milliseconds of wall time per forward pass of a whole batch, float32,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -31,8 +32,11 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from cnnlab._io import atomic_path, atomic_write_json, atomic_write_text
+from cnnlab import layers as L
+from cnnlab._env import machine_info
+from cnnlab._io import atomic_write_json, atomic_write_text
 from cnnlab._outdir import COMPARE, claim_output
+from cnnlab._plot import figure, save_figure
 from cnnlab.analysis.latency import (LATENCY_BATCHES, busy_warning, check_positive, check_threads,
                                      measure_latency)
 from cnnlab.analysis.summary import summarize
@@ -42,7 +46,6 @@ from cnnlab.runs import load_run
 from cnnlab.train import TrainConfig
 from cnnlab.train.config import DEFAULT_BATCH_SIZE
 from cnnlab.train.reuse import check_reusable, fit_or_reuse
-from cnnlab.train.rundir import machine_info
 
 __all__ = ["CompareError", "LATENCY_BATCHES", "busy_warning", "compare_layers", "compare_models", "format_compare",
            "format_layers", "measure_latency", "plot_compare"]
@@ -260,13 +263,9 @@ def format_compare(result: dict[str, Any], markdown: bool = False) -> str:
 def plot_compare(result: dict[str, Any], path: str | os.PathLike) -> None:
     """Two scatter panels, each model a labelled point: test accuracy against MACs (log scale) and
     against the measured latency at the large batch (log scale)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     rows, t = result["rows"], result["threads"]
     big = result.get("latency_batches", LATENCY_BATCHES)[-1]
-    fig = Figure(figsize=(11, 4.4), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = figure(figsize=(11, 4.4), dpi=110)
     acc = [100 * r["test_accuracy"] for r in rows]
     panels = (([r["macs"] for r in rows], "MACs per image (log)", "accuracy vs MACs"),
               ([r[f"latency_ms_b{big}"] for r in rows], f"latency at batch {big}, ms ({_n(t, 'CPU thread')}, log)",
@@ -283,8 +282,7 @@ def plot_compare(result: dict[str, Any], path: str | os.PathLike) -> None:
         ax.margins(x=0.15, y=0.12)
     fig.suptitle(f"{_n(len(rows), 'model')}, one recipe ({_n(result['recipe']['epochs'], 'epoch')})", fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,8 +290,6 @@ def plot_compare(result: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def _layer_candidates(cin: int, cout: int) -> list[tuple[str, str, Callable[[], nn.Module]]]:
-    from cnnlab import layers as L
-
     return [
         ("conv3x3", f"standard nn.Conv2d({cin}, {cout}, 3, padding=1)",
          lambda: nn.Conv2d(cin, cout, 3, padding=1)),
@@ -311,7 +307,7 @@ def _layer_candidates(cin: int, cout: int) -> list[tuple[str, str, Callable[[], 
         ("sparse-k4", f"PredefinedSparseConv2d({cin}, {cout}, 3, padding=1, k=4): 4 of 9 kernel positions, "
          "zeros skipped (regrouped into dense sub-convolutions)",
          lambda: L.PredefinedSparseConv2d(cin, cout, 3, padding=1, k=4)),
-        ("sparse-k4-masked", f"the same sparse pattern run as a masked dense conv (mode='masked'): the zeros are "
+        ("sparse-k4-masked", "the same sparse pattern run as a masked dense conv (mode='masked'): the zeros are "
          "multiplied", lambda: L.PredefinedSparseConv2d(cin, cout, 3, padding=1, k=4, mode="masked")),
     ]
 
@@ -340,17 +336,25 @@ def _effective_params(module: nn.Module, input_size: tuple[int, ...]) -> int:
 
 def compare_layers(
     in_channels: int = 16,
+    *,
     out_channels: int = 32,
     size: int = 64,
     batch: int = 32,
-    *,
     threads: int | None = 2,
     repeats: int | None = None,
     budget_s: float = 0.5,
     channels_last: bool | None = None,
+    out: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """The lecture's single-layer comparison: ways to map ``in_channels`` to ``out_channels`` channels
     of a ``size`` x ``size`` map, by parameters, MACs and measured latency.
+
+    ``out``: a folder to write the rows to, as ``layers.json`` and ``layers.md`` (:func:`format_layers`),
+    each atomically; it is claimed as a comparison output (``compare.json`` may be beside them) after the
+    arguments are checked and before anything is measured; a call that fails before writing leaves no
+    folder it created. None: nothing is written. ``log``: where a warning that the machine is too busy for ``threads`` goes
+    (:func:`busy_warning`; checked after the claim, before measuring); None: it is not checked.
 
     With the defaults (16 -> 32, 64x64): a standard 3x3 conv has 16*32*9 + 32 = 4,640 parameters and
     16*32*9*64*64 = 18,874,368 MACs (bias adds not counted); the depthwise-separable one 16*9 +
@@ -373,6 +377,21 @@ def compare_layers(
     if worst > 4 * 2**30:
         raise CompareError(f"--batch {batch} x {max(in_channels, out_channels)} channels x {size}x{size} needs "
                            f"about {worst / 2**30:.0f} GiB per pass; use a smaller --batch or --size")
+    # one writer, a folder of cnnlab's, claimed before measuring; an error releases it as failed
+    claim = claim_output(out, COMPARE) if out is not None else None
+    with claim if claim is not None else contextlib.nullcontext():
+        warning = busy_warning(threads) if log is not None else None
+        if warning:
+            log(f"warning: {warning}")
+        rows = _layer_rows(in_channels, out_channels, size, batch, threads, repeats, budget_s, channels_last)
+        if claim is not None:
+            atomic_write_json(claim.path / "layers.json", rows)
+            atomic_write_text(claim.path / "layers.md", format_layers(rows, markdown=True))
+    return rows
+
+
+def _layer_rows(in_channels: int, out_channels: int, size: int, batch: int, threads: int | None,
+                repeats: int | None, budget_s: float, channels_last: bool | None) -> list[dict[str, Any]]:
     input_size = (in_channels, size, size)
     rows: list[dict[str, Any]] = []
     for name, description, build in _layer_candidates(in_channels, out_channels):

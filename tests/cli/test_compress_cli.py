@@ -52,6 +52,18 @@ def test_each_method_writes_a_run_that_eval_reproduces(capsys, base, fake_fmnist
     assert json.loads(out)["test_accuracy"] == record["test_accuracy"]
 
 
+def test_prune_without_sparsity_takes_the_librarys_default(capsys, base):
+    """The default lives in ``compress_prune``'s signature; the run is still named and recorded with it."""
+    code, out, err = run_cli(capsys, "compress", str(base), "--method", "prune", "--finetune-epochs", "0", *QUICK,
+                             "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["report"]["target_sparsity"] == 0.9
+    assert record["settings"] == {"sparsity": 0.9}
+    out_dir = base.parent / f"{base.name}-prune-sparsity0.9"
+    assert json.loads((out_dir / "compression.json").read_text())["settings"] == {"sparsity": 0.9}
+
+
 @pytest.mark.parametrize("args,needles", [
     (["--method", "prune", "--sparsity", "1.5"], ["1.5", "(0, 1)"]),
     (["--method", "cluster", "--bits", "9"], ["9", "2"]),

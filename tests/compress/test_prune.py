@@ -86,6 +86,18 @@ def test_global_scope_one_threshold_over_all_layers_classifier_included():
     assert all(torch.equal(c.model.get_submodule(n).bias, model.get_submodule(n).bias) for n in LAYERS)
 
 
+def test_the_default_sparsity_is_the_librarys():
+    import inspect
+
+    from cnnlab.compress.run import method_settings
+
+    c = compress_prune(tiny_cnn())  # no sparsity given: 90% of the weights go, as `cnnlab compress` documents
+    total = sum(w.numel() for w in weights(c.model).values())
+    assert c.report["target_sparsity"] == 0.9 and c.report["sparsity"] == pytest.approx(0.9, abs=1 / total)
+    assert inspect.signature(compress_prune).parameters["sparsity"].default == 0.9
+    assert "sparsity" in method_settings()["prune"]  # still a setting the user may give
+
+
 def test_layer_scope_prunes_each_layer_to_the_target():
     model = tiny_cnn()
     before = weights(model)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from cnnlab.cli._types import BadInput, _non_negative_int, _positive_float, _positive_int
@@ -69,8 +68,7 @@ _COMPARE_LAYERS = ("in_channels", "out_channels", "size", "batch")
 
 
 def run(a: argparse.Namespace) -> int:
-    from cnnlab.compare import (CompareError, busy_warning, compare_layers, compare_models, format_compare,
-                                format_layers)
+    from cnnlab.compare import CompareError, compare_layers, compare_models, format_compare, format_layers
 
     flag = lambda k: "--" + k.replace("_", "-")  # noqa: E731
     log = (lambda s: print(s, file=sys.stderr)) if a.json else print
@@ -82,25 +80,8 @@ def run(a: argparse.Namespace) -> int:
             if given:
                 raise BadInput(f"{', '.join(given)} apply to training; --layers trains nothing")
             kwargs = {k: getattr(a, k) for k in _COMPARE_LAYERS if getattr(a, k) is not None}
-            from cnnlab._outdir import COMPARE, claim_output
-
-            claim = claim_output(a.out, COMPARE) if a.out else None  # checked before measuring
-            try:
-                warning = busy_warning(a.threads)
-                if warning:
-                    print(f"warning: {warning}", file=sys.stderr)
-                rows = compare_layers(**kwargs, threads=a.threads, repeats=a.repeats, channels_last=a.channels_last)
-                if claim is not None:
-                    from cnnlab._io import atomic_write_json, atomic_write_text
-
-                    atomic_write_json(os.path.join(a.out, "layers.json"), rows)
-                    atomic_write_text(os.path.join(a.out, "layers.md"), format_layers(rows, markdown=True))
-            except BaseException:
-                if claim is not None:
-                    claim.release(failed=True)
-                raise
-            if claim is not None:
-                claim.release()
+            rows = compare_layers(**kwargs, threads=a.threads, repeats=a.repeats, channels_last=a.channels_last,
+                                  out=a.out or None, log=lambda s: print(s, file=sys.stderr))
             print(json.dumps(rows, indent=2) if a.json else format_layers(rows))
             return 0
         if not a.models:

@@ -93,8 +93,6 @@ def run(a: argparse.Namespace) -> int:
             if key in given and a.method not in methods:
                 raise BadInput(f"--{key.replace('_', '-')} is a setting of {' and '.join(methods)}, "
                                f"not of --method {a.method}")
-        if a.method == "prune" and "sparsity" not in given:
-            given["sparsity"] = 0.9
         record = compress_run(a.run, a.method, settings=given, out=a.out, finetune_epochs=a.finetune_epochs,
                               overwrite=a.overwrite, **common)
     except CompressError as e:

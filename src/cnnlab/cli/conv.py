@@ -58,9 +58,15 @@ def _ints(s: str | None, flag: str):
     return v[0] if len(v) == 1 else v
 
 
+#: The flag of each parameter of ``ops.conv_setup`` (its errors name parameters; this command's name flags).
+_FLAGS = {"x": "--input", "kernel": "--kernel", "example": "--example", "op": "--op", "kernel_size": "--size",
+          "stride": "--stride", "padding": "--padding", "dilation": "--dilation", "padding_mode": "--padding-mode",
+          "value": "--value", "ceil_mode": "--ceil-mode", "count_include_pad": "--exclude-pad"}
+
+
 def run(a: argparse.Namespace) -> int:
-    from cnnlab.ops import trace2d
-    from cnnlab.ops.examples import EXAMPLES, get_example
+    from cnnlab.ops import OptionsError, conv_setup, trace2d
+    from cnnlab.ops.examples import EXAMPLES
     from cnnlab.ops.matrix import format_matrix, load_matrix
     from cnnlab.ops.steps import check_trace2d
 
@@ -69,36 +75,13 @@ def run(a: argparse.Namespace) -> int:
             print(f"{name:15s} {ex.description}")
         return 0
     try:
-        example = None
-        if a.example is not None:
-            example = get_example(a.example)
-            if a.input is not None or a.kernel is not None:
-                raise ValueError("--example gives the input and kernel; drop --input/--kernel")
-            x, kernel, op, options = example.input, example.kernel, example.op, dict(example.options)
-        else:
-            if a.input is None:
-                raise ValueError("give --input MATRIX (or --example NAME)")
-            x = load_matrix(a.input, "--input")
-            kernel = None if a.kernel is None else load_matrix(a.kernel, "--kernel")
-            op, options = a.op or "correlate", {}
-        op = a.op or op
-        given = {"kernel_size": _ints(a.size, "--size"), "stride": _ints(a.stride, "--stride"),
-                 "dilation": _ints(a.dilation, "--dilation"), "padding_mode": a.padding_mode, "value": a.value}
-        if a.padding is not None:
-            given["padding"] = a.padding if a.padding in ("valid", "same", "full") else _ints(a.padding, "--padding")
-        options.update({k: v for k, v in given.items() if v is not None})
-        if a.ceil_mode:
-            options["ceil_mode"] = True
-        if a.exclude_pad:
-            options["count_include_pad"] = False
-        if op in ("max", "avg"):
-            for k in ("padding_mode", "value"):
-                if k in options:
-                    raise ValueError(f"--{k.replace('_', '-')} applies to correlate/convolve, not {op} pooling")
-        elif "kernel_size" in options or a.ceil_mode or a.exclude_pad:
-            raise ValueError("--size, --ceil-mode and --exclude-pad apply to pooling (--op max or avg)")
-        if op in ("correlate", "convolve") and kernel is None:
-            raise ValueError(f"--op {op} needs --kernel MATRIX")
+        padding = a.padding if a.padding in (None, "valid", "same", "full") else _ints(a.padding, "--padding")
+        setup = conv_setup(None if a.input is None else load_matrix(a.input, "--input"),
+                           None if a.kernel is None else load_matrix(a.kernel, "--kernel"), a.op,
+                           example=a.example, kernel_size=_ints(a.size, "--size"), stride=_ints(a.stride, "--stride"),
+                           padding=padding, dilation=_ints(a.dilation, "--dilation"), padding_mode=a.padding_mode,
+                           value=a.value, ceil_mode=a.ceil_mode, count_include_pad=not a.exclude_pad)
+        x, kernel, op, options, example = setup
         if a.json:  # the trace, its dict and the JSON text, before any of them is made
             check_trace2d(x, kernel, op, as_json=True, **options)
         trace = trace2d(x, kernel, op, **options)
@@ -110,6 +93,8 @@ def run(a: argparse.Namespace) -> int:
                 frames = animate(trace, a.animate, fps=a.fps)
             except AnimationPathError as e:
                 raise BadInput(f"--animate {e}") from None
+    except OptionsError as e:
+        raise BadInput(e.message(_FLAGS)) from None
     except ValueError as e:
         raise BadInput(str(e)) from None
     for note in trace.notes:

@@ -112,7 +112,7 @@ def _finetune(model: nn.Module, finetune: Finetune | None, epochs: int) -> list[
     return finetune(model, epochs) if finetune is not None and epochs > 0 else []
 
 
-def compress_prune(model: nn.Module, *, sparsity: float, scope: str | None = None, steps: int = 1,
+def compress_prune(model: nn.Module, *, sparsity: float = 0.9, scope: str | None = None, steps: int = 1,
                    finetune: Finetune | None = None, finetune_epochs: int = 0, structured: bool = False,
                    input_size: Sequence[int] = (1, 28, 28)) -> Compressed:
     """Prune ``model`` (modified in place) to ``sparsity`` in ``steps`` rounds, fine-tuning
@@ -120,7 +120,7 @@ def compress_prune(model: nn.Module, *, sparsity: float, scope: str | None = Non
 
     Args:
         sparsity: unstructured: the fraction of conv and linear weights zeroed; structured: the fraction of
-            each conv's output channels removed (rounded to whole channels, at least one kept).
+            each conv's output channels removed (rounded to whole channels, at least one kept). Default 0.9.
         scope: ``"lamp"`` (one threshold on LAMP scores), ``"global"`` (one threshold on magnitudes) or
             ``"layer"`` (the same fraction of each layer): module docstring. None: ``"lamp"`` unstructured,
             ``"layer"`` structured (the only scope it has).

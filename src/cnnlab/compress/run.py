@@ -24,15 +24,21 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 
+from cnnlab._env import machine_info
 from cnnlab._io import atomic_write_json
 from cnnlab._outdir import COMPRESSED_RUN, Output, claim_output
+from cnnlab.analysis import summarize
+from cnnlab.analysis.latency import LATENCY_BATCHES, measure_latency
 from cnnlab.compress.base import Compressed, CompressError
 from cnnlab.compress.finetune import make_finetune
-from cnnlab.errors import CnnlabError
 from cnnlab.compress.storage import ARTIFACT, read_artifact, write_artifact, xz_size
+from cnnlab.data import normalize
+from cnnlab.errors import CnnlabError
 from cnnlab.models import build_from_spec
 from cnnlab.train import RunDir, RunError, eval_set, load_run
+from cnnlab.train.plots import plot_confusion
 
 __all__ = ["METHODS", "DEFAULT_FINETUNE_EPOCHS", "compress_run", "load_compressed", "default_out", "setting_name",
            "read_compression", "method_settings"]
@@ -45,6 +51,10 @@ METHODS: dict[str, tuple[str, str]] = {
     "inq": ("cnnlab.compress.sharing", "incremental network quantization to powers of two"),
     "binarize": ("cnnlab.compress.binarize", "binary weights (BWN) or weights and activations (XNOR)"),
 }
+
+#: Settings a result is always recorded and named with, at the method's default when not given: a pruned
+#: run is ``RUN-prune-sparsity0.9`` and its record says how sparse, whichever face asked for it.
+NAMED_SETTINGS: dict[str, tuple[str, ...]] = {"prune": ("sparsity",)}
 
 #: Fine-tuning epochs when none are given: the methods that retrain get a short retraining.
 DEFAULT_FINETUNE_EPOCHS = {"prune": 2, "quantize": 0, "cluster": 1, "inq": 1, "binarize": 3}
@@ -99,10 +109,6 @@ def load_compressed(path: str | os.PathLike, spec: dict[str, Any] | None = None)
     fit the model in ``model.json`` (meta or tensors missing, of other shapes or bits) raises
     :class:`RunError`: one line naming the artifact and what the method's rebuild said (a cnnlab error's
     message, a missing key, or PyTorch's message joined into one line, at most 300 characters)."""
-    from safetensors import SafetensorError
-
-    from cnnlab.errors import CnnlabError
-
     def one_line(e: BaseException) -> str:
         if isinstance(e, KeyError) and len(e.args) == 1:
             text = f"missing key {e.args[0]!r}"
@@ -133,8 +139,6 @@ def load_compressed(path: str | os.PathLike, spec: dict[str, Any] | None = None)
 
 
 def _calibration(data, n: int, seed: int) -> list[torch.Tensor]:
-    from cnnlab.data import normalize
-
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data.train_y), generator=g)[: min(n, len(data.train_y))]
     x = normalize(data.train_x[idx], data.mean, data.std)
@@ -143,8 +147,6 @@ def _calibration(data, n: int, seed: int) -> list[torch.Tensor]:
 
 def _latency(model: nn.Module, size: tuple[int, ...], threads: int, channels_last: bool | None,
              repeats: int | None) -> dict[str, float]:
-    from cnnlab.analysis.latency import LATENCY_BATCHES, measure_latency
-
     out = {}
     for b in LATENCY_BATCHES:  # the batches every comparison measures (compression.json's latency_ms_b* keys)
         m = measure_latency(model, size, b, threads=threads, channels_last=channels_last, repeats=repeats)
@@ -184,6 +186,8 @@ def compress_run(
     for key in settings:
         if key not in valid:
             raise CompressError(f"{method} has no setting {key!r}; valid: {', '.join(valid) or 'none'}")
+    for key in NAMED_SETTINGS.get(method, ()):
+        settings.setdefault(key, takes[key].default)
     if finetune_epochs is None:
         finetune_epochs = DEFAULT_FINETUNE_EPOCHS[method]
     if finetune_epochs < 0:
@@ -281,9 +285,6 @@ def _compress_into(claim: Output, src: Path, base, base_spec, method, settings, 
 
 def _record(method, settings, finetune_epochs, src, base, result: Compressed, size, test, baseline, seconds,
             input_size, model, float_model, threads, repeats, channels_last) -> dict[str, Any]:
-    from cnnlab.analysis import summarize
-    from cnnlab.train.rundir import machine_info
-
     base_bytes = base.run.weights.stat().st_size
     record: dict[str, Any] = {
         "method": method,
@@ -321,8 +322,6 @@ def _record(method, settings, finetune_epochs, src, base, result: Compressed, si
 
 
 def _write_run(path: Path, base, record: dict[str, Any], test: dict[str, Any], data, finetune_epochs: int) -> None:
-    from cnnlab.train.plots import plot_confusion
-
     config = base.run.read_json("config.json")
     config["train"] = dict(config["train"], precision="fp32")
     config["resolved"] = dict(config.get("resolved", {}), precision="fp32")

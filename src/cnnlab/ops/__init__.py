@@ -1,17 +1,21 @@
 """The lecture's math from first principles, in NumPy: correlation and convolution (1D/2D/3D, stride,
 padding forms and modes, dilation, groups), pooling, output-size arithmetic and the explicit
 backward passes, verified against PyTorch; autograd wrappers to train on them; a step-by-step trace
-and its animation; memory limits that refuse a request from its shapes before anything is allocated.
+and its animation, with the rules of which options go with which op (``options``); memory limits that
+refuse a request from its shapes before anything is allocated.
 
 Depends on numpy only, except ``autograd`` (torch) and ``animation`` (matplotlib), which are imported
 on first use.
 """
 
-from cnnlab.ops._args import PADDING_MODES
+import importlib
+
+from cnnlab.ops._args import PADDING_MODES, OpArgumentError
 from cnnlab.ops.conv import (conv1d, conv1d_backward, conv2d, conv2d_backward, conv3d, conv3d_backward, conv_nd,
                              conv_nd_backward, convolve, convolve1d, convolve2d, convolve3d, correlate,
                              correlate1d, correlate2d, correlate3d)
 from cnnlab.ops.limits import MEMORY_LIMIT, MemoryLimitError
+from cnnlab.ops.options import ConvSetup, OptionsError, conv_options, conv_setup
 from cnnlab.ops.pad import pad, pad_backward
 from cnnlab.ops.pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d, global_max_pool2d, max_pool2d,
                              max_pool2d_backward)
@@ -26,19 +30,18 @@ _LAZY = {
 }
 
 __all__ = [
-    "PADDING_MODES", "OPS", "pad", "pad_backward",
+    "PADDING_MODES", "OPS", "OpArgumentError", "pad", "pad_backward",
     "correlate", "convolve", "correlate1d", "correlate2d", "correlate3d", "convolve1d", "convolve2d", "convolve3d",
     "conv1d", "conv2d", "conv3d", "conv_nd", "conv1d_backward", "conv2d_backward", "conv3d_backward",
     "conv_nd_backward", "max_pool2d", "avg_pool2d", "max_pool2d_backward", "avg_pool2d_backward",
     "global_avg_pool2d", "global_max_pool2d", "conv_output_size", "pool_output_size",
     "conv_transpose_output_size", "Step", "Trace", "trace2d", "check_trace2d", "MEMORY_LIMIT", "MemoryLimitError",
+    "ConvSetup", "OptionsError", "conv_options", "conv_setup",
     *_LAZY,
 ]
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(f"cnnlab.ops.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'cnnlab.ops' has no attribute {name!r}")

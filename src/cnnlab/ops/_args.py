@@ -1,5 +1,6 @@
-"""Argument normalisation shared by the reference ops: every bad value raises one ``ValueError``
-that names the parameter, the value and what would be valid."""
+"""Argument normalisation shared by the reference ops: every bad value raises one :class:`OpArgumentError`
+(a ``ValueError``, as PyTorch's functional ops raise) that names the parameter, the value and what would be
+valid."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PADDING_MODES", "ntuple", "padding_pairs", "as_float_array", "check_mode"]
+from cnnlab.errors import CnnlabError
+
+__all__ = ["OpArgumentError", "PADDING_MODES", "ntuple", "padding_pairs", "as_float_array", "check_mode"]
+
+
+class OpArgumentError(CnnlabError):
+    """A reference op's argument (a shape, stride, padding, mode, ...) is not valid; the message names it."""
+
 
 PADDING_MODES = ("zeros", "constant", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("valid", "same", "full")
@@ -16,7 +24,7 @@ PADDING_STRINGS = ("valid", "same", "full")
 
 def check_mode(padding_mode: str) -> str:
     if padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {', '.join(PADDING_MODES)}; got {padding_mode!r}")
+        raise OpArgumentError(f"padding_mode must be one of {', '.join(PADDING_MODES)}; got {padding_mode!r}")
     return padding_mode
 
 
@@ -29,9 +37,9 @@ def ntuple(value, n: int, name: str, minimum: int = 1) -> tuple[int, ...]:
     what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     items = (value,) * n if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
     if items is None or len(items) != n or not all(_is_int(v) for v in items):
-        raise ValueError(f"{name} must be {what} or a sequence of {n} of them; got {value!r}")
+        raise OpArgumentError(f"{name} must be {what} or a sequence of {n} of them; got {value!r}")
     if any(v < minimum for v in items):
-        raise ValueError(f"{name} must be {what} (per dimension); got {value!r}")
+        raise OpArgumentError(f"{name} must be {what} (per dimension); got {value!r}")
     return tuple(int(v) for v in items)
 
 
@@ -51,7 +59,7 @@ def padding_pairs(padding, n: int, kernel: Sequence[int], dilation: Sequence[int
     """
     if isinstance(padding, str):
         if padding not in PADDING_STRINGS:
-            raise ValueError(f"{name} must be an int, a sequence of {n} or {2 * n} ints, or one of "
+            raise OpArgumentError(f"{name} must be an int, a sequence of {n} or {2 * n} ints, or one of "
                              f"{', '.join(PADDING_STRINGS)}; got {padding!r}")
         eff = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
         if padding == "valid":
@@ -59,7 +67,7 @@ def padding_pairs(padding, n: int, kernel: Sequence[int], dilation: Sequence[int
         if padding == "full":
             return tuple((e - 1, e - 1) for e in eff)
         if sizes is None:
-            raise ValueError(f"{name}='same' needs the input size")
+            raise OpArgumentError(f"{name}='same' needs the input size")
         pairs = []
         for size, e, s in zip(sizes, eff, stride):
             total = max((math.ceil(size / s) - 1) * s + e - size, 0)
@@ -70,10 +78,10 @@ def padding_pairs(padding, n: int, kernel: Sequence[int], dilation: Sequence[int
     elif isinstance(padding, (tuple, list)) and all(_is_int(v) for v in padding) and len(padding) in (n, 2 * n):
         items = tuple(padding)
     else:
-        raise ValueError(f"{name} must be an int, a sequence of {n} or {2 * n} ints, or one of "
+        raise OpArgumentError(f"{name} must be an int, a sequence of {n} or {2 * n} ints, or one of "
                          f"{', '.join(PADDING_STRINGS)}; got {padding!r}")
     if any(v < 0 for v in items):
-        raise ValueError(f"{name} must be non-negative; got {padding!r}")
+        raise OpArgumentError(f"{name} must be non-negative; got {padding!r}")
     if len(items) == n:
         return tuple((int(p), int(p)) for p in items)
     return tuple((int(items[2 * i]), int(items[2 * i + 1])) for i in range(n))
@@ -84,11 +92,11 @@ def as_float_array(a, name: str) -> np.ndarray:
     try:
         arr = np.asarray(a)
     except ValueError as e:  # ragged nested lists
-        raise ValueError(f"{name} must be a rectangular array; got a ragged sequence ({e})") from None
+        raise OpArgumentError(f"{name} must be a rectangular array; got a ragged sequence ({e})") from None
     if arr.dtype == object:
-        raise ValueError(f"{name} must be a rectangular array of numbers")
+        raise OpArgumentError(f"{name} must be a rectangular array of numbers")
     if not np.issubdtype(arr.dtype, np.floating):
         if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-            raise ValueError(f"{name} must hold numbers; got dtype {arr.dtype}")
+            raise OpArgumentError(f"{name} must hold numbers; got dtype {arr.dtype}")
         arr = arr.astype(np.float64)
     return arr

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from PIL import Image
 
 from cnnlab._io import atomic_path
+from cnnlab._plot import figure
 from cnnlab.errors import CnnlabError
 from cnnlab.ops.limits import check_memory, memory_limit
 from cnnlab.ops.steps import Trace, format_number
@@ -137,8 +139,6 @@ def _check_writable(path: Path) -> None:
 
 
 def _write(trace: Trace, path: Path, fps: float, dpi: int, gif: bool) -> list[Path]:
-    from PIL import Image
-
     frames = _frames(trace, dpi)
     if gif:
         first = next(frames)
@@ -204,9 +204,7 @@ def _frames(trace: Trace, dpi: int) -> Iterator[np.ndarray]:
     The static parts (grids, values, title) are drawn once; each frame restores them and draws only
     the window, the current output cell and the caption, so large inputs stay fast.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # matplotlib, as in _plot.figure: imported on the first frame
 
     hp, wp = trace.padded.shape
     oh, ow = trace.output.shape
@@ -222,8 +220,8 @@ def _frames(trace: Trace, dpi: int) -> Iterator[np.ndarray]:
     weight_pt = min(0.2 * cell_pt, 0.45 * cell_pt / (_EM * widest_weight))
     text_in = width_in - 2 * _SIDE_IN
 
-    fig = Figure(figsize=(width_in, height_in), dpi=dpi)
-    canvas = FigureCanvasAgg(fig)
+    fig = figure(figsize=(width_in, height_in), dpi=dpi)
+    canvas = fig.canvas
     ax = fig.add_axes((0, _SIDE_IN / height_in, 1, cells_h * cell_in / height_in))
     ax.set_axis_off()
     extra = (width_in / cell_in - cells_w) / 2

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from cnnlab.ops._args import OpArgumentError
 from cnnlab.ops.conv import conv_nd, conv_nd_backward
 from cnnlab.ops.pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
@@ -75,7 +76,7 @@ def reference_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """``F.conv2d`` computed by :func:`cnnlab.ops.conv2d`; differentiable through
     :func:`cnnlab.ops.conv2d_backward`."""
     if weight.dim() != 4:
-        raise ValueError(f"weight must have shape (O, C/groups, kH, kW); got {tuple(weight.shape)}")
+        raise OpArgumentError(f"weight must have shape (O, C/groups, kH, kW); got {tuple(weight.shape)}")
     return _ConvFunction.apply(x, weight, bias, stride, padding, dilation, groups, padding_mode, value)
 
 
@@ -108,7 +109,7 @@ class ReferenceMaxPool2d(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.return_indices:
-            raise ValueError("ReferenceMaxPool2d does not return indices; use cnnlab.ops.max_pool2d")
+            raise OpArgumentError("ReferenceMaxPool2d does not return indices; use cnnlab.ops.max_pool2d")
         return reference_max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from cnnlab.ops._args import as_float_array, check_mode, ntuple, padding_pairs
+from cnnlab.ops._args import OpArgumentError, as_float_array, check_mode, ntuple, padding_pairs
 from cnnlab.ops.pad import pad, pad_backward
 
 __all__ = [
@@ -52,9 +52,9 @@ def _prepare(x, w, b, n, stride, padding, dilation, groups, padding_mode):
     w = as_float_array(w, "weight")
     batched = x.ndim == n + 2
     if x.ndim not in (n + 1, n + 2):
-        raise ValueError(f"input must have shape (N, C, {_SPATIAL[n]}) or (C, {_SPATIAL[n]}); got {x.shape}")
+        raise OpArgumentError(f"input must have shape (N, C, {_SPATIAL[n]}) or (C, {_SPATIAL[n]}); got {x.shape}")
     if w.ndim != n + 2:
-        raise ValueError(f"weight must have shape (O, C/groups, {_KERNEL[n]}); got {w.shape}")
+        raise OpArgumentError(f"weight must have shape (O, C/groups, {_KERNEL[n]}); got {w.shape}")
     if not batched:
         x = x[None]
     (groups,) = ntuple(groups, 1, "groups")
@@ -63,24 +63,24 @@ def _prepare(x, w, b, n, stride, padding, dilation, groups, padding_mode):
     check_mode(padding_mode)
     C, O = x.shape[1], w.shape[0]
     if C % groups or O % groups:
-        raise ValueError(f"groups={groups} must divide both the input channels ({C}) and the output channels ({O})")
+        raise OpArgumentError(f"groups={groups} must divide both the input channels ({C}) and the output channels ({O})")
     if w.shape[1] * groups != C:
-        raise ValueError(f"input has {C} channels but weight expects {w.shape[1] * groups} "
+        raise OpArgumentError(f"input has {C} channels but weight expects {w.shape[1] * groups} "
                          f"(weight.shape[1]={w.shape[1]} x groups={groups})")
     kernel = w.shape[2:]
     if min(kernel, default=1) < 1:
-        raise ValueError(f"weight has an empty kernel: {w.shape}")
+        raise OpArgumentError(f"weight has an empty kernel: {w.shape}")
     pads = padding_pairs(padding, n, kernel, dilation, stride, x.shape[2:])
     for axis, (size, (p0, p1), k, d) in enumerate(zip(x.shape[2:], pads, kernel, dilation)):
         eff = d * (k - 1) + 1
         if eff > size + p0 + p1:
-            raise ValueError(f"kernel size {k} (dilation {d}: spans {eff}) in dimension {axis} is larger than "
+            raise OpArgumentError(f"kernel size {k} (dilation {d}: spans {eff}) in dimension {axis} is larger than "
                              f"the padded input ({size} + {p0} + {p1} = {size + p0 + p1}); it must be at most "
                              f"{size + p0 + p1}")
     if b is not None:
         b = as_float_array(b, "bias")
         if b.shape != (O,):
-            raise ValueError(f"bias must have shape ({O},) (one per output channel); got {b.shape}")
+            raise OpArgumentError(f"bias must have shape ({O},) (one per output channel); got {b.shape}")
     dtype = np.result_type(x.dtype, w.dtype, *(() if b is None else (b.dtype,)))
     return x.astype(dtype, copy=False), w.astype(dtype, copy=False), b, batched, stride, pads, dilation, groups
 
@@ -122,7 +122,7 @@ def conv_nd(x, w, b=None, stride=1, padding=0, dilation=1, groups: int = 1, padd
     """
     n = np.ndim(w) - 2
     if n < 1:
-        raise ValueError(f"weight must have shape (O, C/groups, *kernel); got {np.shape(w)}")
+        raise OpArgumentError(f"weight must have shape (O, C/groups, *kernel); got {np.shape(w)}")
     x, w, b, batched, stride, pads, dilation, groups = _prepare(x, w, b, n, stride, padding, dilation, groups,
                                                                 padding_mode)
     xp = pad(x, pads, padding_mode, value)
@@ -162,7 +162,7 @@ def conv_nd_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups: in
     xp = pad(x, pads, padding_mode, value)
     cols, out = _im2col(xp, kernel, stride, dilation, groups)
     if go.shape != (N, O, *out):
-        raise ValueError(f"grad_out must have the output's shape {(N, O, *out)}; got {go.shape}")
+        raise OpArgumentError(f"grad_out must have the output's shape {(N, O, *out)}; got {go.shape}")
 
     grad_b = go.sum(axis=(0,) + tuple(range(2, 2 + n))) if bias else None
 
@@ -230,7 +230,7 @@ def conv3d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1, p
 
 def _check_dims(w, n: int) -> None:
     if np.ndim(w) != n + 2:
-        raise ValueError(f"weight must have shape (O, C/groups, {_KERNEL[n]}) for a {n}D convolution; "
+        raise OpArgumentError(f"weight must have shape (O, C/groups, {_KERNEL[n]}) for a {n}D convolution; "
                          f"got {np.shape(w)}")
 
 
@@ -242,7 +242,7 @@ def correlate(x, k, stride=1, padding=0, dilation=1, padding_mode="zeros", value
     x = as_float_array(x, "input")
     k = as_float_array(k, "kernel")
     if x.ndim != k.ndim or x.ndim < 1:
-        raise ValueError(f"input and kernel must have the same number of dimensions; got {x.shape} and {k.shape}")
+        raise OpArgumentError(f"input and kernel must have the same number of dimensions; got {x.shape} and {k.shape}")
     return conv_nd(x[None, None], k[None, None], None, stride, padding, dilation, 1, padding_mode, value)[0, 0]
 
 
@@ -258,7 +258,7 @@ def _ranked(fn, n: int, what: str, noun: str):
     def wrapped(x, k, stride=1, padding=0, dilation=1, padding_mode="zeros", value=0.0):
         x, k = as_float_array(x, "input"), as_float_array(k, "kernel")
         if x.ndim != n or k.ndim != n:
-            raise ValueError(f"{what}{n}d needs {n}-dimensional input and kernel; got shapes "
+            raise OpArgumentError(f"{what}{n}d needs {n}-dimensional input and kernel; got shapes "
                              f"{x.shape} and {k.shape}")
         return fn(x, k, stride, padding, dilation, padding_mode, value)
 

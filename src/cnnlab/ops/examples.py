@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.ops._args import OpArgumentError
+
 __all__ = ["Example", "EXAMPLES", "get_example"]
 
 LECTURE_5X5 = [[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3], [2, 0, 0, 2, 2], [2, 0, 0, 0, 1]]
@@ -99,4 +101,4 @@ def get_example(name: str) -> Example:
     try:
         return EXAMPLES[name]
     except KeyError:
-        raise ValueError(f"unknown example {name!r}; choose from {', '.join(EXAMPLES)}") from None
+        raise OpArgumentError(f"unknown example {name!r}; choose from {', '.join(EXAMPLES)}") from None

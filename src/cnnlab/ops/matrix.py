@@ -11,6 +11,7 @@ import numpy as np
 
 from cnnlab.errors import CnnlabError
 from cnnlab.ops.limits import check_memory, memory_limit
+from cnnlab.ops.steps import format_number
 
 __all__ = ["MatrixFileError", "parse_matrix", "load_matrix", "format_matrix"]
 
@@ -129,8 +130,6 @@ def _load_csv(path: Path, arg: str, name: str, max_bytes: int | None) -> np.ndar
 
 def format_matrix(a: np.ndarray) -> str:
     """Right-aligned columns; whole numbers without decimals."""
-    from cnnlab.ops.steps import format_number
-
     cells = [[format_number(v) for v in row] for row in np.atleast_2d(a)]
     width = max((len(c) for row in cells for c in row), default=1)
     return "\n".join(" ".join(c.rjust(width) for c in row) for row in cells)

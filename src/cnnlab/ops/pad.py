@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cnnlab.ops._args import check_mode
+from cnnlab.ops._args import OpArgumentError, check_mode
 
 __all__ = ["pad", "pad_backward", "source_index"]
 
@@ -31,14 +31,14 @@ def source_index(size: int, before: int, after: int, mode: str) -> np.ndarray:
         return np.where((j >= 0) & (j < size), j, -1)
     if mode == "reflect":
         if before >= size or after >= size:
-            raise ValueError(f"padding ({before}, {after}) with padding_mode='reflect' must be smaller than "
+            raise OpArgumentError(f"padding ({before}, {after}) with padding_mode='reflect' must be smaller than "
                              f"the input size {size} in that dimension")
         j = np.abs(j)
         return np.where(j >= size, 2 * (size - 1) - j, j)
     if mode == "replicate":
         return np.clip(j, 0, size - 1)
     if before > size or after > size:
-        raise ValueError(f"padding ({before}, {after}) with padding_mode='circular' must be at most "
+        raise OpArgumentError(f"padding ({before}, {after}) with padding_mode='circular' must be at most "
                          f"the input size {size} in that dimension")
     return j % size
 

@@ -9,7 +9,7 @@ import itertools
 
 import numpy as np
 
-from cnnlab.ops._args import as_float_array, ntuple
+from cnnlab.ops._args import OpArgumentError, as_float_array, ntuple
 from cnnlab.ops.conv import windows
 from cnnlab.ops.sizes import pool_output_size
 
@@ -20,7 +20,7 @@ __all__ = ["max_pool2d", "avg_pool2d", "max_pool2d_backward", "avg_pool2d_backwa
 def _setup(x, kernel_size, stride, padding, dilation, ceil_mode, n=2):
     x = as_float_array(x, "input")
     if x.ndim not in (n + 1, n + 2):
-        raise ValueError(f"input must have shape (N, C, H, W) or (C, H, W); got {x.shape}")
+        raise OpArgumentError(f"input must have shape (N, C, H, W) or (C, H, W); got {x.shape}")
     kernel = ntuple(kernel_size, n, "kernel_size")
     stride = kernel if stride is None else ntuple(stride, n, "stride")
     padding = ntuple(padding, n, "padding", minimum=0)
@@ -90,9 +90,9 @@ def max_pool2d_backward(grad_out, indices, input_shape) -> np.ndarray:
     g = as_float_array(grad_out, "grad_out")
     indices = np.asarray(indices)
     if indices.shape != g.shape:
-        raise ValueError(f"indices must have grad_out's shape {g.shape}; got {indices.shape}")
+        raise OpArgumentError(f"indices must have grad_out's shape {g.shape}; got {indices.shape}")
     if not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"indices must be integers (from max_pool2d(..., return_indices=True)); got {indices.dtype}")
+        raise OpArgumentError(f"indices must be integers (from max_pool2d(..., return_indices=True)); got {indices.dtype}")
     input_shape = tuple(input_shape)
     plane = input_shape[-1] * input_shape[-2]
     rows = int(np.prod(input_shape[:-2], dtype=np.int64))
@@ -139,7 +139,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     x = np.empty(tuple(input_shape), dtype=g.dtype)
     x, kernel, stride, padding, _, out, pads = _setup(x, kernel_size, stride, padding, 1, ceil_mode)
     if g.shape != x.shape[:-2] + out:
-        raise ValueError(f"grad_out must have the output's shape {x.shape[:-2] + out}; got {g.shape}")
+        raise OpArgumentError(f"grad_out must have the output's shape {x.shape[:-2] + out}; got {g.shape}")
     g = g / _avg_divisor(x.shape, kernel, stride, padding, out, count_include_pad, divisor_override, g.dtype)
     grad = np.zeros(x.shape[:-2] + tuple(s + a + b for s, (a, b) in zip(x.shape[-2:], pads)), dtype=g.dtype)
     for dh, dw in itertools.product(range(kernel[0]), range(kernel[1])):
@@ -152,7 +152,7 @@ def global_avg_pool2d(x, keepdims: bool = True) -> np.ndarray:
     like Keras' ``GlobalAveragePooling2D``)."""
     x = as_float_array(x, "input")
     if x.ndim < 3:
-        raise ValueError(f"input must have shape (N, C, H, W) or (C, H, W); got {x.shape}")
+        raise OpArgumentError(f"input must have shape (N, C, H, W) or (C, H, W); got {x.shape}")
     return x.mean(axis=(-2, -1), keepdims=keepdims)
 
 
@@ -160,5 +160,5 @@ def global_max_pool2d(x, keepdims: bool = True) -> np.ndarray:
     """Maximum over H and W: (N, C, 1, 1) like ``nn.AdaptiveMaxPool2d(1)`` (``keepdims=False``: (N, C))."""
     x = as_float_array(x, "input")
     if x.ndim < 3:
-        raise ValueError(f"input must have shape (N, C, H, W) or (C, H, W); got {x.shape}")
+        raise OpArgumentError(f"input must have shape (N, C, H, W) or (C, H, W); got {x.shape}")
     return x.max(axis=(-2, -1), keepdims=keepdims)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from cnnlab.ops._args import ntuple, padding_pairs
+from cnnlab.ops._args import OpArgumentError, ntuple, padding_pairs
 
 __all__ = ["conv_output_size", "pool_output_size", "conv_transpose_output_size"]
 
@@ -29,7 +29,7 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding=0, dilatio
     span = size + before + after
     eff = dilation * (kernel - 1) + 1
     if eff > span:
-        raise ValueError(f"kernel {kernel} (dilation {dilation}: spans {eff}) is larger than the padded "
+        raise OpArgumentError(f"kernel {kernel} (dilation {dilation}: spans {eff}) is larger than the padded "
                          f"input {span} (size {size} + padding {before}+{after}); it must be at most {span}")
     return (span - eff) // stride + 1
 
@@ -48,14 +48,14 @@ def pool_output_size(size: int, kernel: int, stride: int | None = None, padding:
     (padding,) = ntuple(padding, 1, "padding", minimum=0)
     (dilation,) = ntuple(dilation, 1, "dilation")
     if padding > kernel // 2:
-        raise ValueError(f"padding {padding} must be at most half the kernel size ({kernel} // 2 = {kernel // 2})")
+        raise OpArgumentError(f"padding {padding} must be at most half the kernel size ({kernel} // 2 = {kernel // 2})")
     eff = dilation * (kernel - 1) + 1
     span = size + 2 * padding
     out = (span - eff + (stride - 1 if ceil_mode else 0)) // stride + 1
     if ceil_mode and (out - 1) * stride >= size + padding:
         out -= 1
     if out < 1:
-        raise ValueError(f"kernel_size {kernel} (dilation {dilation}: spans {eff}) is larger than the padded "
+        raise OpArgumentError(f"kernel_size {kernel} (dilation {dilation}: spans {eff}) is larger than the padded "
                          f"input {span}; it must be at most {span}" + ("" if ceil_mode else " (or use ceil_mode)"))
     return out
 
@@ -71,9 +71,9 @@ def conv_transpose_output_size(size: int, kernel: int, stride: int = 1, padding:
     (output_padding,) = ntuple(output_padding, 1, "output_padding", minimum=0)
     (dilation,) = ntuple(dilation, 1, "dilation")
     if output_padding >= max(stride, dilation):
-        raise ValueError(f"output_padding {output_padding} must be smaller than stride ({stride}) or "
+        raise OpArgumentError(f"output_padding {output_padding} must be smaller than stride ({stride}) or "
                          f"dilation ({dilation})")
     out = (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
     if out < 1:
-        raise ValueError(f"padding {padding} is too large: the output size would be {out}")
+        raise OpArgumentError(f"padding {padding} is too large: the output size would be {out}")
     return out

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnnlab.ops._args import as_float_array, check_mode, ntuple
+from cnnlab.ops._args import OpArgumentError, as_float_array, check_mode, ntuple
 from cnnlab.ops.conv import conv_nd, resolve_padding, windows
 from cnnlab.ops.limits import check_memory, memory_limit, trace_bytes
 from cnnlab.ops.pad import pad
@@ -191,17 +191,17 @@ class _Geometry(NamedTuple):
 
 def _geometry(x, kernel, op, kernel_size, stride, padding, dilation, padding_mode, ceil_mode) -> _Geometry:
     if op not in OPS:
-        raise ValueError(f"op must be one of {', '.join(OPS)}; got {op!r}")
+        raise OpArgumentError(f"op must be one of {', '.join(OPS)}; got {op!r}")
     x = as_float_array(x, "input")
     if x.ndim != 2:
-        raise ValueError(f"input must be a 2D matrix; got shape {x.shape}")
+        raise OpArgumentError(f"input must be a 2D matrix; got shape {x.shape}")
     k = pool_padding = None
     if op in ("correlate", "convolve"):
         if kernel is None:
-            raise ValueError(f"op={op!r} needs a kernel matrix")
+            raise OpArgumentError(f"op={op!r} needs a kernel matrix")
         k = as_float_array(kernel, "kernel")
         if k.ndim != 2:
-            raise ValueError(f"kernel must be a 2D matrix; got shape {k.shape}")
+            raise OpArgumentError(f"kernel must be a 2D matrix; got shape {k.shape}")
         if op == "convolve":
             k = np.flip(k)
         stride = ntuple(1 if stride is None else stride, 2, "stride")
@@ -214,12 +214,12 @@ def _geometry(x, kernel, op, kernel_size, stride, padding, dilation, padding_mod
     else:
         if kernel_size is None:
             if kernel is None:
-                raise ValueError(f"op={op!r} needs kernel_size (or a kernel whose shape is the window)")
+                raise OpArgumentError(f"op={op!r} needs kernel_size (or a kernel whose shape is the window)")
             kernel_size = np.shape(kernel)
             if len(kernel_size) != 2:
-                raise ValueError(f"kernel must be a 2D matrix; got shape {kernel_size}")
+                raise OpArgumentError(f"kernel must be a 2D matrix; got shape {kernel_size}")
         if op == "avg" and dilation not in (1, (1, 1), [1, 1]):
-            raise ValueError(f"average pooling has no dilation; got dilation={dilation!r}")
+            raise OpArgumentError(f"average pooling has no dilation; got dilation={dilation!r}")
         _, size, stride, pool_padding, dilation, out_shape, pads = _setup(x[None, None], kernel_size, stride,
                                                                            padding, dilation, ceil_mode)
     padded_shape = tuple(n + a + b for n, (a, b) in zip(x.shape, pads))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import cli_env
+from tests.helpers import cli_env
 
 SCRIPT = """
 import sys, warnings, matplotlib

@@ -11,7 +11,7 @@ from PIL import Image
 
 from cnnlab.cli import main
 from tests.cli.helpers import run_cli as _run, one_line_error as _one_line_error
-from tests.conftest import cli_env, make_images
+from tests.helpers import cli_env, make_images
 
 QUICK = ["--model", "mlp", "--model-arg", "hidden=[32]", "--subset", "256", "--val-size", "100",
          "--epochs", "1", "--batch-size", "64", "--device", "cpu", "--no-progress", "--no-augment"]

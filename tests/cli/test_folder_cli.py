@@ -191,7 +191,7 @@ def test_predict_shows_no_library_warning(folder_run):
     import subprocess
     import sys
 
-    from tests.conftest import cli_env
+    from tests.helpers import cli_env
 
     run, folder = folder_run
     r = subprocess.run([sys.executable, "-W", "error", "-m", "cnnlab", "predict", str(run),

@@ -28,7 +28,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from cnnlab.cli import main
-from tests.conftest import cli_env
+from tests.helpers import cli_env
 
 QUICK = ["--subset", "256", "--val-size", "100", "--epochs", "1", "--batch-size", "64", "--device", "cpu",
          "--no-progress", "--no-augment"]

@@ -15,7 +15,7 @@ from cnnlab.cli import main
 from cnnlab.data import FASHION_MNIST_CLASSES
 from cnnlab.models import create_model
 from tests.cli.helpers import one_line_error, run_cli
-from tests.conftest import make_images
+from tests.helpers import make_images
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -24,7 +24,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, model_spec
 from cnnlab.runs import load_run
 from cnnlab.train import RunError, TrainConfig, fit
-from tests.conftest import one_thread
+from tests.helpers import one_thread
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.ops import ReferenceAvgPool2d, ReferenceConv2d, ReferenceMaxPool2d, to_reference
-from tests.conftest import make_images
+from tests.helpers import make_images
 
 
 def small_cnn() -> nn.Module:

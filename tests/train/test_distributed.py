@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import cli_env
+from tests.helpers import cli_env
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

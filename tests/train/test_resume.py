@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.conftest import cli_env
+from tests.helpers import cli_env
 
 ARGS = ["--model", "fmnist-cnn", "--subset", "768", "--val-size", "200", "--epochs", "3", "--batch-size", "64",
         "--device", "cpu", "--precision", "fp32", "--checkpoint-interval", "0.01", "--no-progress"]

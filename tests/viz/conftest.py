@@ -1,107 +1,16 @@
-"""Fixtures for the visualisation tests: a synthetic task with a known answer, a small CNN trained on it
-in a few seconds, and a check that a model is left as it was found.
-
-The known-answer task (1x28x28, normalised units): Gaussian noise (std 0.35) everywhere; in the top right
-an 8x8 object -- class 0 two horizontal bars, class 1 two vertical bars -- whose top-left corner is drawn
-from rows 4-6 and cols 14-16, so that it always lies in rows 4-13, cols 14-23; class 2 has no object. In
-the lower half, rows 16-26, a 6x6 patch of strong noise (std 1.5) is a distractor that no class depends on.
-The class therefore depends only on the object: a faithful attribution puts its mass on the object.
-
-Choices measured (seed 0; mean share of the map inside the object's box grown by 1 px; in brackets
-class 0 / class 1):
-- a "no object" class: softmax cross-entropy's gradients sum to zero over the classes, so with two
-  classes training never changes the sum of the two weight vectors of the last layer (weight decay
-  shrinks it): one logit is about the other's negative, one class "not the other". With two classes,
-  Grad-CAM 0.58 (0.29 / 0.94); with the third, 0.78 (0.57 / 0.96).
-- a global-max-pooling head (is the object anywhere? Oquab et al., CVPR 2015, "Is object localization
-  for free?"): with flatten + linear, Grad-CAM's spatially averaged weights do not describe
-  location-specific weights (0.42: class 1's maps are all zero); with global average pooling every
-  background position adds to the logit and saliency leaks there (0.39 instead of 0.85).
-"""
+"""Fixtures for the visualisation tests: a small CNN trained in a few seconds on the known-answer task
+of :mod:`tests.viz.helpers`, a BatchNorm model in a mixed state, and every viz test on one thread."""
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from tests.conftest import one_thread
-
-SIZE = 28
-OBJECT = 8  # the object's side, pixels
-REGION_ROWS, REGION_COLS = (4, 14), (14, 24)  # the known region the object always lies in
-JITTER = 3  # top-left corner: REGION_ROWS[0] + 0..2, REGION_COLS[0] + 0..2
-NOISE, AMPLITUDE = 0.35, 2.0
-CLASSES = ("horizontal bars", "vertical bars", "no object")
-MARGIN = 1  # px: the object's region is its box grown by this much (maps come from 14x14, bilinear)
-
-
-def _pattern(kind: int) -> torch.Tensor:
-    m = torch.zeros(OBJECT, OBJECT)
-    if kind == 0:
-        m[1:3, :], m[5:7, :] = 1, 1
-    else:
-        m[:, 1:3], m[:, 5:7] = 1, 1
-    return m
-
-
-def _span(start: torch.Tensor, length: int) -> torch.Tensor:
-    """(N, SIZE) bool: start <= i < start + length."""
-    i = torch.arange(SIZE)
-    return (i >= start[:, None]) & (i < start[:, None] + length)
-
-
-def make_task(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``n`` images (N, 1, 28, 28), labels (N,) in 0-2 and the object's box (N, 28, 28) bool (all False
-    for class 2)."""
-    x = torch.randn(n, 1, SIZE, SIZE, generator=gen) * NOISE
-    y = torch.randint(0, len(CLASSES), (n,), generator=gen)
-    r = REGION_ROWS[0] + torch.randint(0, JITTER, (n,), generator=gen)
-    c = REGION_COLS[0] + torch.randint(0, JITTER, (n,), generator=gen)
-    box = _span(r, OBJECT)[:, :, None] & _span(c, OBJECT)[:, None, :]
-    box &= (y < 2)[:, None, None]
-    patterns = torch.stack([_pattern(0), _pattern(1)])
-    obj = torch.zeros(n, SIZE, SIZE)
-    obj[box] = patterns[y[y < 2]].reshape(-1)  # the box's pixels in row-major order, image by image
-    x[:, 0] += AMPLITUDE * obj
-    dr = torch.randint(16, 22, (n,), generator=gen)
-    dc = torch.randint(0, SIZE - 6 + 1, (n,), generator=gen)
-    patch = _span(dr, 6)[:, :, None] & _span(dc, 6)[:, None, :]
-    x[:, 0] += patch * torch.randn(n, SIZE, SIZE, generator=gen) * 1.5
-    return x, y, box
-
-
-class SmallCNN(nn.Module):
-    """conv3x3(8)-ReLU-pool2, conv3x3(16)-ReLU-pool2; head: global max pool, linear (3 classes)."""
-
-    def __init__(self, num_classes: int = len(CLASSES)) -> None:
-        super().__init__()
-        self.features = nn.Sequential(OrderedDict(
-            conv1=nn.Conv2d(1, 8, 3, padding=1), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
-            conv2=nn.Conv2d(8, 16, 3, padding=1), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2)))
-        self.classifier = nn.Sequential(OrderedDict(
-            pool=nn.AdaptiveMaxPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(16, num_classes)))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-@dataclass
-class KnownAnswer:
-    """The trained model and correctly classified test images that contain an object."""
-
-    model: SmallCNN  # eval mode
-    images: torch.Tensor  # (N, 1, 28, 28)
-    labels: torch.Tensor  # (N,) 0 or 1
-    boxes: torch.Tensor  # (N, 28, 28) bool: the object's 8x8 box
-    masks: torch.Tensor  # (N, 28, 28) bool: the box grown by MARGIN -- "the object's region"
-    test_accuracy: float  # on all test images, the no-object class included
-    train_seconds: float
+from tests.helpers import one_thread
+from tests.viz.helpers import MARGIN, KnownAnswer, SmallCNN, make_task
 
 
 @pytest.fixture(autouse=True)
@@ -132,47 +41,6 @@ def known_answer() -> KnownAnswer:
         keep &= torch.cumsum(keep.long(), 0) <= 96
         mask = F.max_pool2d(box.float()[:, None], 2 * MARGIN + 1, 1, MARGIN)[:, 0].bool()
         return KnownAnswer(model, x[keep], y[keep], box[keep], mask[keep], float(right.float().mean()), seconds)
-
-
-class Snapshot:
-    """Everything a visualisation must leave as it was: every module's training flag, the state dict
-    (parameters, BatchNorm running statistics and num_batches_tracked), requires_grad flags, .grad values
-    and every hook dictionary."""
-
-    _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-                   "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs",
-                   "_state_dict_hooks", "_load_state_dict_pre_hooks")
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.modes = {n: m.training for n, m in model.named_modules()}
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.flags = {n: p.requires_grad for n, p in model.named_parameters()}
-        self.grads = {n: None if p.grad is None else p.grad.detach().clone() for n, p in model.named_parameters()}
-        self.hooks = {(n, d): dict(getattr(m, d, {})) for n, m in model.named_modules() for d in self._HOOK_DICTS}
-        self.global_hooks = self._global()
-
-    @staticmethod
-    def _global():
-        import torch.nn.modules.module as mm
-
-        return {k: dict(getattr(mm, k)) for k in dir(mm) if k.startswith("_global_") and k.endswith("hooks")}
-
-    def assert_unchanged(self) -> None:
-        m = self.model
-        assert {n: x.training for n, x in m.named_modules()} == self.modes
-        state = m.state_dict()
-        assert state.keys() == self.state.keys()
-        for k, v in self.state.items():
-            assert torch.equal(state[k], v), k
-        assert {n: p.requires_grad for n, p in m.named_parameters()} == self.flags
-        for n, p in m.named_parameters():
-            g = self.grads[n]
-            assert (p.grad is None) == (g is None), n
-            assert g is None or torch.equal(p.grad, g), n
-        for (n, d), saved in self.hooks.items():
-            assert dict(getattr(dict(m.named_modules())[n], d, {})) == saved, (n, d)
-        assert self._global() == self.global_hooks
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from cnnlab.viz import (GRAD_CAM_VARIANTS, VizError, default_patch_sizes, grad_cam, integrated_gradients,
                         occlusion, saliency)
-from tests.viz.conftest import OBJECT, Snapshot
+from tests.viz.helpers import OBJECT, Snapshot
 
 # The issue: each method puts "most of its mass (at least 60%)" inside the object's region -- here the
 # object's 8x8 box grown by 1 px (10x10, 12.8% of the image; a uniform map scores 0.128). Mean over the 96

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cnnlab.viz import Maximized, VizError, maximize_activation
-from tests.viz.conftest import Snapshot, make_task
+from tests.viz.helpers import Snapshot, make_task
 
 MIN_GAIN = 10.0  # the issue: "at least 10x over the starting noise"
 

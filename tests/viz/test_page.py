@@ -15,7 +15,7 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.train import TrainConfig, fit
-from tests.conftest import one_thread
+from tests.helpers import one_thread
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -1,5 +1,5 @@
 """What a result was measured on and with: the machine (CPU model, its bf16 support, threads, GPU) and the code's
-revision, recorded in every ``config.json`` and every bench result. Imports torch only inside the function."""
+revision, recorded in every ``config.json`` and every bench result."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import platform
 import subprocess
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from cnnlab import __version__
 
 __all__ = ["machine_info", "code_revision", "cpu_flags", "cpu_has_bf16"]
 
@@ -41,8 +45,6 @@ def cpu_flags() -> dict[str, bool]:
 def cpu_has_bf16() -> bool:
     """Whether oneDNN computes bf16 natively on this CPU (AVX512-BF16 or AMX): what ``--precision auto``
     and every recorded ``onednn_bf16`` ask."""
-    import torch  # torch is imported only when asked: `cnnlab --help` and the CLI's parsing do not pay for it
-
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -62,8 +64,6 @@ def code_revision() -> str:
                 return r.stdout.strip()
         except (OSError, subprocess.SubprocessError):
             pass
-    from cnnlab import __version__
-
     h = hashlib.sha256()
     for p in sorted(_PACKAGE.rglob("*.py")):
         h.update(str(p.relative_to(_PACKAGE)).encode() + b"\0" + p.read_bytes())
@@ -74,12 +74,8 @@ def machine_info(device: Any = None) -> dict[str, Any]:
     """The machine and software a result comes from: cnnlab, torch and Python versions, the CPU model and
     :func:`cpu_flags`, whether oneDNN computes bf16 natively, CPU and torch thread counts, the device and GPU,
     and :func:`code_revision`."""
-    import torch  # see cpu_has_bf16
-
-    import cnnlab
-
     return {
-        "cnnlab": cnnlab.__version__,
+        "cnnlab": __version__,
         "code_revision": code_revision(),
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from cnnlab import __version__
+from cnnlab._io import atomic_write_json
 from cnnlab.errors import CnnlabError
 
 __all__ = ["MARKER", "LOCK", "Layout", "Output", "OutputError", "OutputBusyError", "claim_output",
@@ -329,9 +331,6 @@ def claim_output(path: str | os.PathLike, layout: Layout, *, flag: str = "--out"
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         if not (path / MARKER).is_file():
-            from cnnlab import __version__
-            from cnnlab._io import atomic_write_json
-
             atomic_write_json(path / MARKER, {"cnnlab": __version__, "kind": layout.kind,
                                               "created": info["since"], "by": info["command"]})
         _remove_orphans(path, layout)

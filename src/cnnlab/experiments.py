@@ -16,8 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cnnlab._io import atomic_path, atomic_write_json, atomic_write_text
+from cnnlab._io import atomic_write_json, atomic_write_text
 from cnnlab._outdir import EXPERIMENT, claim_output
+from cnnlab._plot import figure, save_figure
 from cnnlab.data import FASHION_MNIST_CLASSES
 from cnnlab.train import TrainConfig
 from cnnlab.train.reuse import fit_or_reuse
@@ -234,11 +235,7 @@ def format_transfer(result: dict[str, Any], markdown: bool = False) -> str:
 def plot_transfer(result: dict[str, Any], path: str | os.PathLike) -> None:
     """The learning curve: test accuracy against labelled images per class (log scale), one line per
     approach; with several seeds the band spans their min and max."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.4), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = figure(figsize=(6.4, 4.4), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     for approach, marker in zip(TRANSFER_APPROACHES, "osD"):
         rows = sorted((s for s in result["summary"] if s["approach"] == approach), key=lambda s: s["per_class"])
@@ -254,5 +251,4 @@ def plot_transfer(result: dict[str, Any], path: str | os.PathLike) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure(fig, path)

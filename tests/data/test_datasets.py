@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.data.datasets import DataSplits, UnknownDatasetError, channel_stats, list_datasets, load_dataset
+from cnnlab.data import DataSplits, UnknownDatasetError, channel_stats, list_datasets, load_dataset
 from cnnlab.data.fashion_mnist import FASHION_MNIST_CLASSES
 from tests.data.fakes import make_fake_fashion_mnist
 

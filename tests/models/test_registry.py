@@ -116,3 +116,11 @@ def test_spec_records_bound_arguments():
 def test_register_rejects_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         register_model(lambda: None, name="mlp")
+
+
+@pytest.mark.parametrize("name", [*list_models(), "tv:resnet18"])
+def test_factories_take_keyword_arguments_only(name):
+    """A factory is called with names (``create_model(name, **kwargs)``, a run's ``model.json``), as
+    torchvision's builders are: no argument of any factory may be given by position."""
+    params = inspect.signature(model_entrypoint(name)).parameters.values()
+    assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params), name

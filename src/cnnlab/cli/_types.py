@@ -88,6 +88,23 @@ def _image_size(s: str) -> int | list[int]:
     return v[0] if len(v) == 1 else v
 
 
+def _input_size(s: str) -> tuple[int, ...]:
+    try:
+        v = tuple(int(p) for p in s.replace("x", ",").split(","))
+    except ValueError:
+        v = ()
+    if len(v) not in (2, 3, 4) or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"must be C,H,W (or C,L / C,D,H,W) positive integers, got {s!r}")
+    return v
+
+
+def _ints(s: str) -> list[int]:
+    try:
+        return [int(p) for p in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {s!r}") from None
+
+
 def _names(s: str) -> list[str]:
     names = [n.strip() for n in s.split(",")]
     if not all(names):

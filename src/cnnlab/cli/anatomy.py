@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cnnlab.cli._types import BadInput, _key_value, _positive_int
-from cnnlab.errors import CnnlabError
+from cnnlab.cli._types import _input_size, _ints, _key_value, _positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -36,13 +35,13 @@ def add_parser(subparsers) -> None:
                                           "sees.")
     _add_anatomy_args(p)
     p.add_argument("--layer", help="a layer name or its index in the table (e.g. 2)")
-    p.add_argument("--unit", help="I,J: the unit's position in that layer's map (default: 0,0)")
+    p.add_argument("--unit", type=_ints, help="I,J: the unit's position in that layer's map (default: 0,0)")
     p.set_defaults(func=run)
 
 
 def _add_anatomy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered model (`cnnlab models`) or tv:NAME (`cnnlab models --zoo`)")
-    p.add_argument("--input", help="C,H,W (default: the size the model is built for)")
+    p.add_argument("--input", type=_input_size, help="C,H,W (default: the size the model is built for)")
     p.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="constructor argument for the model (JSON value), repeatable")
     p.add_argument("--weights", help="a local state dict to load (.safetensors, or .pth read with weights_only)")
@@ -77,108 +76,28 @@ def _models(a: argparse.Namespace) -> int:
     return 0
 
 
-def _anatomy_model(a: argparse.Namespace):
-    """The model and input size for summary/rf. ``--input`` also sets the factory's ``in_channels``
-    and ``image_size`` (when it has them and ``--model-arg`` does not), so a model built for 28x28
-    can be looked at on 3x32x32."""
-    import inspect
+def _model(a: argparse.Namespace):
+    """The model and input size for summary/rf: ``--input`` also sets the constructor's ``in_channels`` and
+    ``image_size`` (:func:`cnnlab.models.input_kwargs`), so a model built for 28x28 can be looked at on 3x32x32."""
+    from cnnlab.models import build_for_input, model_info
 
-    from cnnlab.models import create_model, model_entrypoint, model_info
-
-    info = model_info(a.model)
-    size = info.input_size
-    kwargs = dict(a.model_arg)
-    if a.input is not None:
-        try:
-            size = tuple(int(v) for v in a.input.replace("x", ",").split(","))
-        except ValueError:
-            size = ()
-        if len(size) not in (2, 3, 4) or min(size) < 1:
-            raise BadInput(f"--input must be C,H,W (or C,L / C,D,H,W) positive integers; got {a.input!r}")
-        accepted = inspect.signature(model_entrypoint(a.model)).parameters
-        if "in_channels" in accepted:
-            kwargs.setdefault("in_channels", size[0])
-        if "image_size" in accepted and len(size) == 3:
-            kwargs.setdefault("image_size", size[1] if size[1] == size[2] else list(size[1:]))
-    try:
-        model = create_model(a.model, weights=a.weights, **kwargs)
-    except CnnlabError:
-        raise
-    except (TypeError, ValueError) as e:
-        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise BadInput(f"cannot build {a.model} with {args or 'its defaults'}: {str(e).splitlines()[0]}") from None
-    return model, size
+    model = build_for_input(a.model, a.input, weights=a.weights, **dict(a.model_arg))
+    return model, a.input or model_info(a.model).input_size
 
 
 def _summary(a: argparse.Namespace) -> int:
     from cnnlab.analysis import summarize
 
-    model, size = _anatomy_model(a)
+    model, size = _model(a)
     s = summarize(model, size, keras=a.keras, depth=a.depth, model_name=a.model, include_quiet=a.all)
-    if a.json:
-        print(json.dumps(s.to_dict()))
-    else:
-        print(s.table(dense_equivalent=a.dense_equivalent))
+    print(json.dumps(s.to_dict()) if a.json else s.table(dense_equivalent=a.dense_equivalent))
     return 0
 
 
 def _rf(a: argparse.Namespace) -> int:
-    from cnnlab.analysis import unit_region
-    from cnnlab.analysis.summary import summarize
+    from cnnlab.analysis import field_report, summarize
 
-    model, size = _anatomy_model(a)
-    s = summarize(model, size, model_name=a.model)
-    rows = [r for r in s.rows if r.output_shape is not None]
-    table = []
-    for i, r in enumerate(rows):
-        rf = r.receptive_field_dict()
-        table.append({"index": i, "name": r.name, "type": r.type, "map_size": list(r.output_shape[1:]) if
-                      len(r.output_shape) > 1 else [], "receptive_field": rf,
-                      "note": None if rf else ("every input pixel" + (f": {r.rf.note}" if r.rf and r.rf.note else ""))})
-    unit = None
-    if a.layer is not None or a.unit is not None:
-        key = a.layer if a.layer is not None else table[-1]["name"]
-        match = [t for t in table if t["name"] == key or str(t["index"]) == key]
-        if not match:
-            raise BadInput(f"unknown layer {key!r}; valid: {', '.join(t['name'] for t in table)} "
-                           f"(or an index 0-{len(table) - 1})")
-        row = match[0]
-        rf = rows[row["index"]].rf
-        try:
-            pos = tuple(int(v) for v in (a.unit or "0,0").split(","))
-        except ValueError:
-            pos = ()
-        spatial = len(size) - 1
-        if len(pos) != spatial:
-            raise BadInput(f"--unit must be {spatial} comma-separated integers (a position in the map); got {a.unit!r}")
-        if rf is None or rf.is_global or not rf.axes:
-            raise BadInput(f"layer {row['name']!r} has no spatial map: each of its units sees every input pixel")
-        axes = rf.ordered()
-        if len(axes) != spatial or any(not 0 <= p < m for p, m in zip(pos, row["map_size"][-spatial:])):
-            raise BadInput(f"--unit {a.unit} is outside layer {row['name']!r}'s map "
-                           f"{'x'.join(map(str, row['map_size'][-spatial:]))}")
-        regions = [unit_region(af, p, extent) for af, p, extent in zip(axes, pos, size[1:])]
-        unit = {"layer": row["name"], "index": row["index"], "unit": list(pos), "regions": regions}
-    if a.json:
-        print(json.dumps({"model": a.model, "input": list(size), "layers": table, "unit": unit}))
-        return 0
-    print(f"{a.model}, input {'x'.join(map(str, size))}: input pixel centres at 0.5, 1.5, ...")
-    head = ("", "layer", "type", "map size", "start", "jump", "receptive field")
-    body = []
-    for t in table:
-        rf = t["receptive_field"]
-        fmt = lambda v: ", ".join(f"{x:g}" for x in v)  # noqa: E731
-        body.append((str(t["index"]), t["name"], t["type"], str(t["map_size"]), fmt(rf["start"]) if rf else "",
-                     fmt(rf["jump"]) if rf else "", fmt(rf["size"]) if rf else "all"))
-    widths = [max(len(c) for c in col) for col in zip(head, *body)]
-    for cells in (head, *body):
-        print("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
-    if unit is not None:
-        names = ["rows", "columns"] if len(unit["regions"]) == 2 else [f"axis {i}" for i in range(len(unit["regions"]))]
-        bounds = ", ".join(f"({r['bounds'][0]:g}, {r['bounds'][1]:g})" for r in unit["regions"])
-        unclipped = ", ".join(f"({r['unclipped'][0]:g}, {r['unclipped'][1]:g})" for r in unit["regions"])
-        pixels = ", ".join(f"{n} {r['pixels'][0]}-{r['pixels'][1]}" if r["pixels"] else f"{n}: none"
-                           for n, r in zip(names, unit["regions"]))
-        print(f"\nlayer {unit['index']} ({unit['layer']}), unit {tuple(unit['unit'])}: sees input {pixels} "
-              f"(bounds [{bounds}], unclipped [{unclipped}])")
+    model, size = _model(a)
+    report = field_report(summarize(model, size, model_name=a.model), layer=a.layer, unit=a.unit)
+    print(json.dumps(report.to_dict()) if a.json else report.text())
     return 0

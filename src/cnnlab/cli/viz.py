@@ -35,8 +35,9 @@ def add_parser(subparsers) -> None:
 def run(a: argparse.Namespace) -> int:
     from cnnlab.viz.report import visualize_run
 
-    result = visualize_run(a.run, a.out, a.methods, a.layer, a.images, a.image, a.target, a.data_dir,
-                           a.faithfulness, log=(lambda s: None) if a.json else print)
+    result = visualize_run(a.run, a.out, methods=a.methods, layer=a.layer, n_images=a.images, image_files=a.image,
+                           target=a.target, data_dir=a.data_dir, faithfulness=a.faithfulness,
+                           log=(lambda s: None) if a.json else print)
     if a.json:
         print(json.dumps(result))
         return 0

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from cnnlab._io import atomic_write_json, atomic_write_text
 from cnnlab._outdir import SWEEP as SWEEP_OUTPUT, claim_output
+from cnnlab._plot import new_figure, save_figure
 from cnnlab.compress.run import compress_run, read_compression, setting_name
 
 __all__ = ["SWEEP", "compress_sweep", "format_sweep", "plot_sweep"]
@@ -89,8 +90,6 @@ def format_sweep(result: dict[str, Any], markdown: bool = False) -> str:
 
 def plot_sweep(result: dict[str, Any], path: str | os.PathLike) -> None:
     """Accuracy against stored size (log scale) and against b256 latency, Pareto fronts drawn."""
-    from cnnlab._plot import new_figure, save_figure  # matplotlib loads only when a plot is drawn
-
     rows = result["rows"]
     fig, axes = new_figure(1, 2, figsize=(12, 4.8))
     for ax, cost, base_key, label in ((axes[0], "size_bytes", "baseline_size_bytes", "stored bytes (log)"),

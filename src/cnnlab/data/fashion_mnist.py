@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab._io import atomic_path
 from cnnlab.data.idx import IDXError, read_idx
 from cnnlab.errors import CnnlabError
 
@@ -154,8 +155,6 @@ def download_fashion_mnist(root: str | os.PathLike | None = None, *, timeout: fl
 
     Files already present with the right checksum are kept. Each file is written atomically.
     """
-    from cnnlab._io import atomic_path
-
     root = Path(root) if root is not None else cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     for name, md5 in FASHION_MNIST_FILES.values():

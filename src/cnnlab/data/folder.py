@@ -64,7 +64,7 @@ from PIL import Image, ImageOps
 
 from cnnlab._io import atomic_path, atomic_write_json
 from cnnlab._limits import size_from_env
-from cnnlab.data.datasets import FOLDER_PREFIX, DataSplits, DatasetError, channel_stats
+from cnnlab.data.splits import FOLDER_PREFIX, DataSplits, DatasetError, channel_stats
 from cnnlab.data.images import (ImageDecodeError, ImageTooLargeError, max_image_bytes, max_image_pixels, open_image,
                                 read_image)
 

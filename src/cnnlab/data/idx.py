@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab._io import atomic_write_bytes
 from cnnlab.errors import CnnlabError
 
 __all__ = ["IDXError", "read_idx", "write_idx", "IDX_DTYPES"]
@@ -94,8 +95,6 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | No
 
     The write is atomic: a temporary file in the same folder is renamed over ``path``.
     """
-    from cnnlab._io import atomic_write_bytes
-
     path = Path(path)
     array = np.asarray(array)
     native = array.dtype.newbyteorder("=")

@@ -124,7 +124,7 @@ def _rectangle(k: int, kh: int, kw: int) -> tuple[int, int] | None:
     return min(fits, key=lambda r: (abs(r[0] - r[1]), r[0])) if fits else None
 
 
-def sparse_pattern(in_channels: int, kernel_size: int | Sequence[int] = 3, k: int = 4, period: int | None = None,
+def sparse_pattern(in_channels: int, kernel_size: int | Sequence[int] = 3, k: int = 4, *, period: int | None = None,
                    seed: int | None = 0, kind: str | None = None) -> torch.Tensor:
     """Which kernel positions each input channel keeps: a bool tensor ``(in_channels, kh, kw)`` with
     exactly ``k`` True values per channel. Input channel ``c`` uses pattern ``c % period``.
@@ -707,7 +707,7 @@ def _build_mask(in_channels: int, out_channels: int, groups: int, kernel_size: t
     kh, kw = kernel_size
     cg, og = in_channels // groups, out_channels // groups
     if pattern is None:
-        chan = sparse_pattern(in_channels, kernel_size, 4 if k is None else k, period, seed, kind)
+        chan = sparse_pattern(in_channels, kernel_size, 4 if k is None else k, period=period, seed=seed, kind=kind)
     else:
         pat = torch.as_tensor(pattern).detach().cpu()
         if pat.dtype != torch.bool:

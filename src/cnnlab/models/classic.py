@@ -297,28 +297,28 @@ class GapCNN(nn.Module):
 
 # ----------------------------------------------------------------------------------- registry
 @register_model(name="vgg-small")
-def vgg_small(in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
+def vgg_small(*, in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
               widths: Sequence[int] = (32, 64, 128), dropout: float = 0.5) -> VGGSmall:
     """VGG-style stacks of 3x3 convs (Simonyan & Zisserman 2014): 3 stages, 584,618 parameters."""
     return VGGSmall(in_channels, num_classes, image_size, widths=widths, dropout=dropout)
 
 
 @register_model(name="resnet-small")
-def resnet_small(in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
+def resnet_small(*, in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
                  blocks_per_stage: int = 2) -> ResNetSmall:
     """A CIFAR-style ResNet of basic blocks (He et al. 2015), 6n+2 layers; ResNet-14 by default (174,970 parameters)."""
     return ResNetSmall(in_channels, num_classes, image_size, blocks_per_stage=blocks_per_stage)
 
 
 @register_model(name="inception-small")
-def inception_small(in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
+def inception_small(*, in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
                     dropout: float = 0.2) -> InceptionSmall:
     """A small GoogLeNet: three Inception modules with dimension reduction (Szegedy et al. 2015), 65,394 parameters."""
     return InceptionSmall(in_channels, num_classes, image_size, dropout=dropout)
 
 
 @register_model(name="gap-cnn")
-def gap_cnn(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, head: str = "gap") -> GapCNN:
+def gap_cnn(*, in_channels: int = 1, num_classes: int = 10, image_size: int = 28, head: str = "gap") -> GapCNN:
     """A conv stack with a global-average-pooling head (Lin et al. 2013): 288,170 parameters
     (349,610 with ``head="flatten"``)."""
     return GapCNN(in_channels, num_classes, image_size, head=head)

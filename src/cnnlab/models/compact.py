@@ -22,14 +22,8 @@ from typing import Sequence
 
 import torch.nn as nn
 
-from cnnlab.layers import (
-    ChannelShuffle,
-    DepthwiseSeparableConv2d,
-    Dropout,
-    GroupedConv2d,
-    PredefinedSparseConv2d,
-)
-from cnnlab.models.lecture import conv3x3, dense_head, image_hw
+from cnnlab.layers import ChannelShuffle, DepthwiseSeparableConv2d, GroupedConv2d, PredefinedSparseConv2d
+from cnnlab.models.lecture import conv3x3, conv_block, dense_head, image_hw
 from cnnlab.models.registry import register_model
 
 __all__ = ["CONV_KINDS", "HEADS", "CompactCNN"]
@@ -86,18 +80,8 @@ class CompactCNN(nn.Module):
         blocks, c = OrderedDict(), in_channels
         for i, width in enumerate(widths, 1):
             kind1 = "standard" if i == 1 else conv
-            blocks[f"block{i}"] = nn.Sequential(
-                OrderedDict(
-                    conv1=_conv(kind1, c, width, groups, k),
-                    relu1=nn.ReLU(inplace=True),
-                    bn1=nn.BatchNorm2d(width),
-                    conv2=_conv(conv, width, width, groups, k),
-                    relu2=nn.ReLU(inplace=True),
-                    bn2=nn.BatchNorm2d(width),
-                    pool=nn.MaxPool2d(2),
-                    drop=Dropout(dropout),
-                )
-            )
+            blocks[f"block{i}"] = conv_block(c, width, dropout, conv1=_conv(kind1, c, width, groups, k),
+                                             conv2=_conv(conv, width, width, groups, k))
             c, h, w = width, h // 2, w // 2
         self.features = nn.Sequential(blocks)
         if head == "dense":
@@ -111,7 +95,7 @@ class CompactCNN(nn.Module):
 
 
 def _variant(name: str, doc: str, **fixed):
-    def build(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, **kwargs) -> CompactCNN:
+    def build(*, in_channels: int = 1, num_classes: int = 10, image_size: int = 28, **kwargs) -> CompactCNN:
         return CompactCNN(in_channels, num_classes, image_size, **{**fixed, **kwargs})
 
     build.__name__ = name.replace("-", "_")

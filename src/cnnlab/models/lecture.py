@@ -12,7 +12,7 @@ from cnnlab.layers import Dropout
 from cnnlab.models.registry import register_model
 from cnnlab.ops.sizes import pool_output_size
 
-__all__ = ["CatsDogsCNN", "FashionCNN", "MLP", "RFDemo", "conv3x3"]
+__all__ = ["CatsDogsCNN", "FashionCNN", "MLP", "RFDemo", "conv3x3", "conv_block"]
 
 
 def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -40,14 +40,17 @@ def dense_head(in_features: int, hidden: int, num_classes: int, dropout: float) 
     )
 
 
-def _conv_block(in_channels: int, out_channels: int, dropout: float) -> nn.Sequential:
-    """conv-ReLU-BN twice, 2x2 max pool, dropout: one block of the lecture's network."""
+def conv_block(in_channels: int, out_channels: int, dropout: float, *, conv1: nn.Module | None = None,
+               conv2: nn.Module | None = None) -> nn.Sequential:
+    """conv-ReLU-BN twice, 2x2 max pool, dropout: one block of the lecture's network. ``conv1``/``conv2``
+    put another convolution in a conv's place (the reduced-complexity variants, :mod:`cnnlab.models.compact`);
+    by default both are 3x3 'same' convs."""
     return nn.Sequential(
         OrderedDict(
-            conv1=conv3x3(in_channels, out_channels),
+            conv1=conv1 if conv1 is not None else conv3x3(in_channels, out_channels),
             relu1=nn.ReLU(inplace=True),
             bn1=nn.BatchNorm2d(out_channels),
-            conv2=conv3x3(out_channels, out_channels),
+            conv2=conv2 if conv2 is not None else conv3x3(out_channels, out_channels),
             relu2=nn.ReLU(inplace=True),
             bn2=nn.BatchNorm2d(out_channels),
             pool=nn.MaxPool2d(2),
@@ -81,7 +84,7 @@ class FashionCNN(nn.Module):
         h, w = image_hw(image_size)
         blocks, c = OrderedDict(), in_channels
         for i, width in enumerate(widths, 1):
-            blocks[f"block{i}"] = _conv_block(c, width, dropout)
+            blocks[f"block{i}"] = conv_block(c, width, dropout)
             c, h, w = width, h // 2, w // 2
         self.features = nn.Sequential(blocks)
         self.classifier = dense_head(c * h * w, hidden, num_classes, head_dropout)
@@ -220,27 +223,27 @@ class RFDemo(nn.Module):
 
 
 @register_model(name="fmnist-cnn")
-def fmnist_cnn(in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
+def fmnist_cnn(*, in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
                dropout: float = 0.25, head_dropout: float = 0.5) -> FashionCNN:
     """The lecture's Fashion-MNIST CNN (1,677,674 trainable parameters)."""
     return FashionCNN(in_channels, num_classes, image_size, dropout=dropout, head_dropout=head_dropout)
 
 
 @register_model(name="mlp")
-def mlp(in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
+def mlp(*, in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
         hidden: Sequence[int] = (512, 512), dropout: float = 0.2) -> MLP:
     """The MLP baseline, 784-512-512-10 by default (669,706 parameters)."""
     return MLP(in_channels, num_classes, image_size, hidden=hidden, dropout=dropout)
 
 
 @register_model(name="catsdogs-cnn", input_size=(3, 150, 150), num_classes=1)
-def catsdogs_cnn(in_channels: int = 3, num_classes: int = 1, image_size: int = 150,
+def catsdogs_cnn(*, in_channels: int = 3, num_classes: int = 1, image_size: int = 150,
                  dropout: float = 0.5) -> CatsDogsCNN:
     """The lecture's dogs-vs-cats CNN: 3x150x150 in, one logit out (23,214,017 parameters)."""
     return CatsDogsCNN(in_channels, num_classes, image_size, dropout=dropout)
 
 
 @register_model(name="rf-demo", input_size=(3, 256, 256), num_classes=None)
-def rf_demo(in_channels: int = 3) -> RFDemo:
+def rf_demo(*, in_channels: int = 3) -> RFDemo:
     """The lecture's receptive-field example (conv7x7/2-BN-ReLU-maxpool3x3/2): 3x256x256 -> 64x64x64 feature map."""
     return RFDemo(in_channels)

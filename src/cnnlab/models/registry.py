@@ -9,43 +9,21 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch.nn as nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.models.info import ZOO_PREFIX, ModelArgumentError, ModelInfo, UnknownModelError
+from cnnlab.models.weights import load_state_dict_file
+from cnnlab.models.zoo import zoo_entrypoint, zoo_info, zoo_names
 
 __all__ = [
     "register_model", "create_model", "list_models", "model_entrypoint", "model_info", "model_spec",
-    "build_from_spec", "ModelInfo", "UnknownModelError", "ZOO_PREFIX",
+    "count_parameters", "has_conv2d", "ModelArgumentError", "ModelInfo", "UnknownModelError", "ZOO_PREFIX",
 ]
 
-ZOO_PREFIX = "tv:"
-
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a model expects and gives: ``input_size`` (C, H, W) it is built for by default, and
-    ``num_classes`` of its output (None: it outputs a feature map, not class scores)."""
-
-    name: str
-    input_size: tuple[int, int, int]
-    num_classes: int | None
-    source: str  # "cnnlab" or "torchvision"
-
-
 _INFO: dict[str, ModelInfo] = {}
-
-
-class UnknownModelError(CnnlabError):
-    pass
-
-
-class ModelArgumentError(CnnlabError, TypeError):
-    """A model's constructor arguments are unknown or out of range; the message names them and the valid ones."""
 
 
 def _check_common(name: str, kwargs: dict[str, Any]) -> None:
@@ -94,8 +72,6 @@ def list_models(zoo: bool = False) -> list[str]:
     ``tv:<name>``."""
     names = sorted(_REGISTRY)
     if zoo:
-        from cnnlab.models.zoo import zoo_names
-
         names += [ZOO_PREFIX + n for n in zoo_names()]
     return names
 
@@ -103,8 +79,6 @@ def list_models(zoo: bool = False) -> list[str]:
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     """The factory function registered as ``name`` (its docstring describes the model)."""
     if name.startswith(ZOO_PREFIX):
-        from cnnlab.models.zoo import zoo_entrypoint
-
         return zoo_entrypoint(name[len(ZOO_PREFIX):])
     if name not in _REGISTRY:
         raise UnknownModelError(f"unknown model {name!r}; valid: {', '.join(list_models())}, or "
@@ -115,8 +89,6 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
 def model_info(name: str) -> ModelInfo:
     """Input size and number of classes of model ``name`` as built with its default arguments."""
     if name.startswith(ZOO_PREFIX):
-        from cnnlab.models.zoo import zoo_info
-
         return zoo_info(name[len(ZOO_PREFIX):])
     model_entrypoint(name)  # unknown names: the usual error
     return _INFO[name]
@@ -162,8 +134,6 @@ def create_model(name: str, weights: str | None = None, **kwargs: Any) -> nn.Mod
         raise ModelArgumentError(f"cannot build {name} with {given}: {str(broken[0].message).splitlines()[0]}")
     model.cnnlab_spec = {"name": name, "kwargs": {k: _jsonable(v) for k, v in arguments.items()}}
     if weights is not None:
-        from cnnlab.models.weights import load_state_dict_file
-
         load_state_dict_file(model, weights)
     return model
 
@@ -176,12 +146,12 @@ def model_spec(model: nn.Module) -> dict:
     return spec
 
 
-def build_from_spec(spec: dict) -> nn.Module:
-    """The model a spec describes, with fresh weights: ``create_model(name, **kwargs)``, then the
-    transfers recorded under ``"transfer"`` (:func:`cnnlab.models.transfer.apply_transfer_spec`)."""
-    model = create_model(spec["name"], **spec.get("kwargs", {}))
-    if spec.get("transfer"):
-        from cnnlab.models.transfer import apply_transfer_spec
+def has_conv2d(model) -> bool:
+    """Whether ``model`` has a 2-D convolution (an ``nn.Conv2d`` or any 4-D weight): the one rule for running
+    it in channels-last memory format, in training, evaluation, latency and compression alike."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules()) or any(p.ndim == 4 for p in model.parameters())
 
-        apply_transfer_spec(model, spec["transfer"])
-    return model
+
+def count_parameters(model, trainable_only: bool = False) -> int:
+    """Number of parameters (not buffers) of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -48,7 +48,9 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models.registry import ZOO_PREFIX, model_spec
+from cnnlab.models.info import ZOO_PREFIX
+from cnnlab.models.registry import model_spec
+from cnnlab.models.zoo import head_name
 
 __all__ = [
     "TRANSFER_HEADS", "TransferError", "EvalBatchNorm1d", "EvalBatchNorm2d", "EvalBatchNorm3d", "transfer",
@@ -197,8 +199,6 @@ def replace_head(model: nn.Module, num_classes: int, input_size: Sequence[int], 
     name = _name(model)
     p = next(model.parameters())
     if _is_torchvision(model):
-        from cnnlab.models.zoo import head_name
-
         container = head_name(name[len(ZOO_PREFIX):])
         if head == "gap":
             raise TransferError(f"{name} keeps its own pooling; head 'last' replaces the last layer of its "

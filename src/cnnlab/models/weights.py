@@ -8,12 +8,15 @@ objects besides tensors is refused in cnnlab's words (which object, and how to s
 
 from __future__ import annotations
 
+import pickle
 import re
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from cnnlab._limits import format_bytes, size_from_env
 from cnnlab.errors import CnnlabError
@@ -65,8 +68,6 @@ def _clean(text: str) -> str:
 
 def _refusal(path: Path, e: BaseException) -> WeightsError:
     """The error for a PyTorch file ``torch.load(weights_only=True)`` refused or could not read."""
-    import pickle
-
     text = _ANSI.sub("", str(e))
     if isinstance(e, pickle.UnpicklingError):
         found = _GLOBAL.search(text) or _REDUCE.search(text)
@@ -102,9 +103,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file {str(path)!r} does not exist")
     _check_size(path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:

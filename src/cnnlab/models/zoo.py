@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch.nn as nn
 
+from cnnlab.models.info import ZOO_PREFIX, ModelInfo, UnknownModelError
+
 __all__ = ["zoo_names", "zoo_entrypoint", "zoo_info", "head_name"]
 
 # the attribute holding the final classifier, per architecture family (the longest matching prefix wins)
@@ -23,18 +25,23 @@ HEADS = {"resnet": "fc", "resnext": "fc", "wide_resnet": "fc", "regnet": "fc", "
          "maxvit": "classifier", "swin": "head", "vit": "heads"}
 
 
+def _tvm():
+    """``torchvision.models``, imported when a torchvision model is first asked for: the import takes
+    longer than torch's own, and most of cnnlab never needs it."""
+    import torchvision.models as tvm
+
+    return tvm
+
+
 @functools.lru_cache(maxsize=1)
 def zoo_names() -> tuple[str, ...]:
     """Every classification model of the installed torchvision (``torchvision.models.list_models``)."""
-    import torchvision.models as tvm
-
+    tvm = _tvm()
     return tuple(sorted(tvm.list_models(module=tvm)))
 
 
 def _check(arch: str) -> None:
     if arch not in zoo_names():
-        from cnnlab.models.registry import UnknownModelError
-
         raise UnknownModelError(f"unknown torchvision model {arch!r}; valid: {', '.join(zoo_names())}")
 
 
@@ -48,9 +55,8 @@ def zoo_entrypoint(arch: str) -> Callable[..., nn.Module]:
     """A factory ``(num_classes=1000, **torchvision_kwargs) -> nn.Module`` for torchvision's ``arch``."""
     _check(arch)
 
-    def factory(num_classes: int = 1000, **kwargs) -> nn.Module:
-        import torchvision.models as tvm
-
+    def factory(*, num_classes: int = 1000, **kwargs) -> nn.Module:
+        tvm = _tvm()
         if arch in ("googlenet", "inception_v3"):
             kwargs.setdefault("init_weights", True)  # silences torchvision's "will change" warning
         try:
@@ -67,14 +73,11 @@ def zoo_entrypoint(arch: str) -> Callable[..., nn.Module]:
 
 
 @functools.lru_cache(maxsize=None)
-def zoo_info(arch: str):
+def zoo_info(arch: str) -> ModelInfo:
     """Input size: the smallest crop among torchvision's published weights for ``arch`` (224 unless
     stated; a model built with ``weights=None`` has its builder's default size, which the larger
     crops of e.g. ViT's SWAG weights do not match), 1000 classes."""
-    import torchvision.models as tvm
-
-    from cnnlab.models.registry import ModelInfo
-
+    tvm = _tvm()
     _check(arch)
     crops = []
     try:
@@ -84,4 +87,4 @@ def zoo_info(arch: str):
     except (AttributeError, ValueError, TypeError):
         pass
     size = min(crops, default=224)
-    return ModelInfo("tv:" + arch, (3, size, size), 1000, "torchvision")
+    return ModelInfo(ZOO_PREFIX + arch, (3, size, size), 1000, "torchvision")

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from cnnlab._io import atomic_path
@@ -92,8 +92,6 @@ def load_checkpoint(
     path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any]:
     """Restore ``model`` (and ``optimizer``) from :func:`save_checkpoint`'s file; return its state."""
-    from safetensors import safe_open
-
     path = Path(path)
     tensors = _read(path)
     with safe_open(str(path), framework="pt") as f:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cnnlab.data.datasets import FASHION_MNIST_VAL_SIZE, FOLDER_PREFIX
+from cnnlab.data.datasets import FASHION_MNIST_VAL_SIZE, load_dataset
+from cnnlab.data.splits import FOLDER_PREFIX, DataSplits
 from cnnlab.errors import CnnlabError
-
-if TYPE_CHECKING:
-    from cnnlab.data import DataSplits
 
 __all__ = ["TrainConfig", "ConfigError", "DEFAULT_BATCH_SIZE", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "DEVICES"]
 
@@ -167,12 +165,10 @@ class TrainConfig:
             raise ConfigError(f"--checkpoint-interval must be positive seconds, got {self.checkpoint_interval!r}")
         return self
 
-    def load_data(self, *, data_dir: str | None = None, log: Any = None, **overrides: Any) -> "DataSplits":
+    def load_data(self, *, data_dir: str | None = None, log: Any = None, **overrides: Any) -> DataSplits:
         """The dataset as this recipe trains on it: the same split, classes, image transform and subset
         (``data_dir`` overrides the recorded folder; ``overrides`` replace ``load_dataset`` arguments, e.g.
         ``subset``). Training, ``eval``, ``viz`` and ``compress`` all load a run's data through here."""
-        from cnnlab.data import load_dataset
-
         kwargs = {"val_size": self.val_size, "subset": self.subset, "seed": self.seed, "image_size": self.image_size,
                   "grayscale": self.grayscale, "classes": self.classes, "per_class": self.per_class, "log": log}
         return load_dataset(self.dataset, data_dir or self.data_dir, **(kwargs | overrides))

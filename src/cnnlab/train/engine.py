@@ -23,18 +23,21 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 from safetensors import safe_open
+from tqdm import tqdm
 
+from cnnlab._env import machine_info
 from cnnlab._outdir import Output
 from cnnlab.data import Augment, BatchLoader, DataSplits, derive_seed
 from cnnlab.errors import CnnlabError
-from cnnlab.models import (ZOO_PREFIX, build_from_spec, count_parameters, create_model, has_conv2d, head_module,
+from cnnlab.models import (ZOO_PREFIX, build_for_input, build_from_spec, count_parameters, has_conv2d, head_module,
                            model_entrypoint, model_spec)
 from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from cnnlab.train.config import DEFAULT_BATCH_SIZE, ConfigError, TrainConfig
 from cnnlab.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from cnnlab.train.device import autocast, resolve_device, resolve_precision
 from cnnlab.train.evaluation import evaluate, make_eval_loader
-from cnnlab.train.rundir import RunDir, RunError, default_run_dir, load_run, machine_info
+from cnnlab.train.plots import plot_confusion, plot_curves
+from cnnlab.train.rundir import RunDir, RunError, default_run_dir, load_run
 from cnnlab.train.schedule import lr_factor
 from cnnlab.train.transfer import build_transfer_model, source_name
 
@@ -297,11 +300,8 @@ def _build(cfg: TrainConfig, run: RunDir, dev: torch.device, dist_info: DistInfo
         model, data = build_transfer_model(cfg, data)
         model = model.to(dev)
     else:
-        h, w = data.image_size
-        kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes,
-                  "image_size": h if h == w else [h, w]}
-        kwargs.update(cfg.model_kwargs)
-        model = create_model(cfg.model, **kwargs).to(dev)
+        model = build_for_input(cfg.model, (data.in_channels, *data.image_size), num_classes=data.num_classes,
+                                **cfg.model_kwargs).to(dev)
     channels_last = cfg.channels_last and has_conv2d(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -364,8 +364,6 @@ def _train_epoch(s: _Session, epoch: int, stop: _StopFlag, last_ckpt: float, *,
     seconds = float(partial[3]) if partial and len(partial) > 3 else 0.0
     bar = None
     if progress:
-        from tqdm import tqdm  # only with a progress bar
-
         bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    dynamic_ncols=True, leave=True, file=sys.stderr)
     lr = cfg.lr
@@ -441,8 +439,6 @@ def _finish(s: _Session) -> dict[str, Any]:
         "world_size": s.dist.world_size,
     }
     if s.dist.is_main:
-        from cnnlab.train.plots import plot_confusion, plot_curves  # matplotlib: paid only when a run finishes
-
         save_weights(s.model, s.run.weights, metadata={"model": cfg.model})
         plot_curves(history, s.run.path / "curves.png", title=f"{cfg.model} on {data.name}")
         plot_confusion(test["confusion_matrix"], data.classes, s.run.path / "confusion.png",

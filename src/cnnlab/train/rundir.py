@@ -31,7 +31,7 @@ from cnnlab._env import machine_info  # noqa: F401  (re-exported: bench scripts 
 from cnnlab._outdir import RUN, Output, claim_output
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_from_spec
-from cnnlab.train.checkpoint import load_weights
+from cnnlab.train.checkpoint import load_checkpoint, load_weights
 from cnnlab.train.config import TrainConfig
 
 __all__ = [
@@ -239,8 +239,6 @@ def load_run(path: str | os.PathLike, *, weights: str = "final", map_location: s
             raise RunError(f"{run.path}: has no final weights (model.safetensors){hint}")
         load_weights(model, run.weights)
     else:
-        from cnnlab.train.checkpoint import load_checkpoint
-
         load_checkpoint(run.checkpoint, model)
     model.to(map_location).eval()
     return LoadedRun(run, cfg, data, model)

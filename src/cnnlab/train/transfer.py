@@ -11,6 +11,7 @@ any photo collection's).
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -77,8 +78,6 @@ def build_transfer_model(cfg: TrainConfig, data: DataSplits, num_classes: int | 
 
 def _is_features_file(path: Path) -> bool:
     """Whether ``path`` is an ``.npz`` that :func:`extract_features` wrote (a zip holding its arrays)."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as z:
             return {"train_features.npy", "source.npy", "classes.npy"} <= set(z.namelist())

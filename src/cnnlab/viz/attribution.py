@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 
 from cnnlab.viz._state import VizError, untouched
 from cnnlab.viz.layers import conv_layer
@@ -59,7 +60,7 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     return maps / peak
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor, target=None, layer: str | None = None,
+def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, layer: str | None = None,
              variant: str = "gradcam", upsample: bool = True) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al., ICCV 2017): ReLU of the conv layer's activations weighted by the
     spatially averaged gradients of the target class score; (N, H, W), non-negative.
@@ -75,8 +76,6 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target=None, layer: str | N
     written here, captum lacks it; its closed form assumes non-negative activations) or ``guided``
     (captum's ``GuidedGradCam``: Grad-CAM times guided backpropagation, at input resolution).
     """
-    from captum.attr import GuidedGradCam, LayerAttribution, LayerGradCam
-
     if variant not in GRAD_CAM_VARIANTS:
         raise VizError(f"variant must be one of {', '.join(GRAD_CAM_VARIANTS)}; got {variant!r}")
     name, conv = conv_layer(model, layer)
@@ -179,15 +178,13 @@ def default_patch_sizes(size: int) -> tuple[int, ...]:
     return tuple(sorted({max(2, round(size / 7)), max(2, round(size / 4)), max(2, round(size / 2))}))
 
 
-def occlusion(model: nn.Module, images: torch.Tensor, target=None, patch_sizes: Sequence[int] | None = None,
+def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, patch_sizes: Sequence[int] | None = None,
               stride: int | None = None, baseline: float | torch.Tensor = 0.0) -> dict[int, torch.Tensor]:
     """Occlusion sensitivity (Zeiler & Fergus, 2014) with captum's ``Occlusion``: a ``p x p`` patch of
     ``baseline`` (0 = the dataset mean in normalised inputs; a tensor of one value per channel, e.g.
     :func:`black`, for a colour) slides over the image (stride default
     ``p // 2``); each pixel gets the mean drop of the target class probability over the patches that
     covered it. Returns ``{patch size: (N, H, W)}``."""
-    from captum.attr import Occlusion
-
     h, w = images.shape[-2:]
     sizes = tuple(patch_sizes) if patch_sizes else default_patch_sizes(min(h, w))
     bad = [p for p in sizes if not (isinstance(p, int) and 1 <= p <= min(h, w))]
@@ -210,20 +207,16 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, patch_sizes: 
 def saliency(model: nn.Module, images: torch.Tensor, target=None) -> torch.Tensor:
     """Saliency (Simonyan et al., 2014) with captum's ``Saliency``: |d score / d input|, max over channels;
     (N, H, W)."""
-    from captum.attr import Saliency
-
     targets = targets_for(model, images, target)
     with untouched(model), _quiet_captum():
         attr = Saliency(model).attribute(images.detach(), target=targets, abs=True)
     return attr.amax(1).detach()
 
 
-def integrated_gradients(model: nn.Module, images: torch.Tensor, target=None, steps: int = 32,
+def integrated_gradients(model: nn.Module, images: torch.Tensor, target=None, *, steps: int = 32,
                          baseline: float | torch.Tensor = 0.0) -> torch.Tensor:
     """Integrated gradients (Sundararajan et al., 2017) with captum, from a ``baseline`` image (a value, or
     one value per channel: :func:`as_baseline`); |attribution| summed over channels, (N, H, W)."""
-    from captum.attr import IntegratedGradients
-
     targets = targets_for(model, images, target)
     with untouched(model), _quiet_captum():
         attr = IntegratedGradients(model).attribute(images.detach(), baselines=as_baseline(baseline, images),

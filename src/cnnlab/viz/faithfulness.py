@@ -18,7 +18,7 @@ from cnnlab.viz.attribution import as_baseline
 __all__ = ["deletion_insertion"]
 
 
-def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor,
+def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
                        steps: int = 20, baseline: float | torch.Tensor = 0.0, batch: int = 512) -> dict:
     """Curves (N, steps + 1) of the target probability after removing (deletion) or keeping (insertion)
     the top ``k / steps`` fraction of pixels by ``maps`` (N, H, W), and their areas (trapezoid rule over

@@ -11,10 +11,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnlab._io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from cnnlab._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from cnnlab._outdir import VIZ, claim_output
+from cnnlab._plot import figure, save_figure
+from cnnlab.data import load_run_image, normalize
+from cnnlab.runs import load_run
 from cnnlab.viz._state import VizError
-from cnnlab.data import normalize
 from cnnlab.viz.attribution import black, grad_cam, integrated_gradients, occlusion, saliency, targets_for
 from cnnlab.viz.faithfulness import deletion_insertion
 from cnnlab.viz.inside import feature_maps, filters
@@ -44,14 +46,10 @@ def _save_grid(path: Path, panels: Sequence[np.ndarray], titles: Sequence[str], 
                overlays: Sequence[np.ndarray] | None = None, cmap: str = "gray", suptitle: str = "",
                cell: float = 1.6, symmetric: bool = False) -> None:
     """Panels (H, W) or (H, W, 3) in a grid; with ``overlays``, a heat map over each (jet, alpha 0.5)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure as MplFigure
-
     n = len(panels)
     ncols = max(1, min(ncols, n))
     nrows = (n + ncols - 1) // ncols
-    fig = MplFigure(figsize=(cell * ncols, (cell + 0.3) * nrows + (0.4 if suptitle else 0)), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = figure(figsize=(cell * ncols, (cell + 0.3) * nrows + (0.4 if suptitle else 0)), dpi=100)
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ax.set_axis_off()
@@ -67,9 +65,7 @@ def _save_grid(path: Path, panels: Sequence[np.ndarray], titles: Sequence[str], 
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    fig.clear()
+    save_figure(fig, path)
 
 
 def _display(x: torch.Tensor, mean, std) -> np.ndarray:
@@ -85,21 +81,19 @@ def _norm01(a: torch.Tensor) -> np.ndarray:
     return (a / peak).numpy() if peak > 0 else a.numpy()
 
 
-def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: Sequence[str] | str = "all",
+def visualize_run(run_path: str | Path, out: str | Path | None = None, *, methods: Sequence[str] | str = "all",
                   layer: str | None = None, n_images: int = 8, image_files: Sequence[str] | None = None,
                   target: int | None = None, data_dir: str | None = None, faithfulness: bool = False,
                   log: Callable[[str], None] = print) -> dict:
     """Run the chosen methods on a run directory's model; write PNGs and ``index.html`` into ``out``
     (default ``RUN/viz``). Returns what was written and, with ``faithfulness``, the deletion/insertion
     table."""
-    from cnnlab.runs import load_run  # any run: trained, transferred or compressed
-
     methods = list(METHODS) if methods == "all" or methods == ["all"] else \
         [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise VizError(f"unknown method {bad[0]!r}; valid: all, {', '.join(METHODS)}")
-    loaded = load_run(run_path)
+    loaded = load_run(run_path)  # any run: trained, transferred or compressed
     model, info = loaded.model, loaded.data
     spec = loaded.run.read_json("model.json")
     if (spec.get("compression") or {}).get("method") == "quantize":
@@ -116,8 +110,6 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
 
     with claim_output(out, VIZ):  # one writer; never into a folder of someone else's files
         if image_files:
-            from cnnlab.predict import load_run_image
-
             raw = torch.stack([load_run_image(p, info) for p in image_files])
             labels = None
             names = [Path(p).name for p in image_files]
@@ -177,7 +169,7 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, methods: 
         attributions: dict[str, torch.Tensor] = {}
         if "gradcam" in methods:
             for variant in ("gradcam", "gradcam++"):
-                maps = grad_cam(model, images, targets, gc_name, variant=variant)
+                maps = grad_cam(model, images, targets, layer=gc_name, variant=variant)
                 attributions[variant] = maps
                 file = "gradcam.png" if variant == "gradcam" else "gradcam_plus_plus.png"
                 _save_grid(out / file, pics, [caption(i) for i in range(len(pics))], 4,

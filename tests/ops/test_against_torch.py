@@ -175,14 +175,15 @@ def check_conv_against_torch(c) -> np.ndarray:
     bt = None if b is None else torch.from_numpy(b).requires_grad_()
     yt = torch_conv(c, xt, wt, bt)
 
-    y = forward(x, w, b, c.stride, c.padding, c.dilation, c.groups, c.mode, c.value)
+    y = forward(x, w, b, c.stride, c.padding, c.dilation, c.groups, padding_mode=c.mode, value=c.value)
     assert y.shape == tuple(yt.shape)
     assert y.dtype == c.dtype
     assert_close(y, yt, c.dtype, "forward")
 
     go = rng.standard_normal(y.shape).astype(c.dtype)
     yt.backward(torch.from_numpy(go))
-    gx, gw, gb = backward(x, w, go, c.stride, c.padding, c.dilation, c.groups, c.mode, c.value, bias=c.bias)
+    gx, gw, gb = backward(x, w, go, c.stride, c.padding, c.dilation, c.groups, padding_mode=c.mode, value=c.value,
+                          bias=c.bias)
     assert_close(gx, xt.grad, c.dtype, "grad_x")
     assert_close(gw, wt.grad, c.dtype, "grad_w")
     if c.bias:
@@ -239,7 +240,7 @@ def test_same_output_size_is_ceil_size_over_stride(n, data):
     y = ops.conv_nd(np.zeros((1, 1, *sizes)), np.ones((1, 1, *kernel)), None, stride, "same", dilation)
     assert y.shape == (1, 1, *expected)
     for s, k, st_, d, e in zip(sizes, kernel, stride, dilation, expected):
-        assert ops.conv_output_size(s, k, st_, "same", d) == e
+        assert ops.conv_output_size(s, k, stride=st_, padding="same", dilation=d) == e
 
 
 @cases(40)
@@ -247,14 +248,15 @@ def test_same_output_size_is_ceil_size_over_stride(n, data):
 def test_unbatched_conv2d_is_batched_first_item(c):
     forward, backward, _ = CONV[2]
     rng, x, w, b = conv_arrays(c)
-    args = (c.stride, c.padding, c.dilation, c.groups, c.mode, c.value)
-    y = forward(x, w, b, *args)
-    y0 = forward(x[0], w, b, *args)
+    args = (c.stride, c.padding, c.dilation, c.groups)
+    modes = {"padding_mode": c.mode, "value": c.value}
+    y = forward(x, w, b, *args, **modes)
+    y0 = forward(x[0], w, b, *args, **modes)
     assert y0.shape == y.shape[1:]
     assert_close(y0, y[0], c.dtype, "unbatched forward")
     go = rng.standard_normal(y.shape).astype(c.dtype)
-    grads = backward(x, w, go, *args, bias=c.bias)
-    grads0 = backward(x[0], w, go[0], *args, bias=c.bias)
+    grads = backward(x, w, go, *args, **modes, bias=c.bias)
+    grads0 = backward(x[0], w, go[0], *args, **modes, bias=c.bias)
     assert_close(grads0[0], grads[0][0], c.dtype, "unbatched grad_x")
     assert_close(grads0[1], grads[1], c.dtype, "unbatched grad_w")
     if c.bias:
@@ -458,5 +460,5 @@ def test_correlate1d_convolve1d_stride_dilation_match_numpy(nx, nk, stride, dila
     x, k = rng.standard_normal(nx), rng.standard_normal(nk)
     kd = np.zeros(dilation * (nk - 1) + 1)
     kd[::dilation] = k
-    assert_close(ops.correlate1d(x, k, stride, 0, dilation), np.correlate(x, kd, "valid")[::stride], np.float64)
-    assert_close(ops.convolve1d(x, k, stride, 0, dilation), np.convolve(x, kd, "valid")[::stride], np.float64)
+    assert_close(ops.correlate1d(x, k, stride=stride, dilation=dilation), np.correlate(x, kd, "valid")[::stride], np.float64)
+    assert_close(ops.convolve1d(x, k, stride=stride, dilation=dilation), np.convolve(x, kd, "valid")[::stride], np.float64)

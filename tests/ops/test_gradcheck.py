@@ -88,7 +88,7 @@ def test_reference_conv2d_gradcheck_generated(groups, mode, k, stride, dilation,
     inputs = (x, w, randn(groups, seed=seed + 2)) if bias else (x, w)
 
     def f(x, w, b=None):
-        return reference_conv2d(x, w, b, stride, pad, dilation, groups, mode, 0.5)
+        return reference_conv2d(x, w, b, stride, pad, dilation, groups, padding_mode=mode, value=0.5)
 
     assert gradcheck(f, inputs, **GRADCHECK)
 

@@ -78,9 +78,9 @@ def test_pool_output_size_ceil_mode_drops_a_window_starting_in_the_padding():
 
 def test_conv_transpose_output_size_inverts_conv_output_size():
     for i, k, s, p in [(5, 3, 2, 1), (7, 4, 3, 0), (28, 3, 1, 1)]:
-        o = ops.conv_output_size(i, k, s, p)
+        o = ops.conv_output_size(i, k, stride=s, padding=p)
         extra = (i + 2 * p - k) % s  # the rows a strided conv drops, given back by output_padding
-        assert ops.conv_transpose_output_size(o, k, s, p, output_padding=extra) == i
+        assert ops.conv_transpose_output_size(o, k, stride=s, padding=p, output_padding=extra) == i
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))

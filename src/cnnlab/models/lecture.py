@@ -172,7 +172,7 @@ class CatsDogsCNN(nn.Module):
             h, w = h // 2, w // 2
         if h < 3 or w < 3:
             raise ValueError(f"image_size {image_size} is too small for catsdogs-cnn (at least 24)")
-        h, w = pool_output_size(h, 3, 2), pool_output_size(w, 3, 2)
+        h, w = pool_output_size(h, 3, stride=2), pool_output_size(w, 3, stride=2)
         self.features = nn.Sequential(
             OrderedDict(
                 block1=_catsdogs_block(in_channels, 32, 64, nn.MaxPool2d(2)),

@@ -60,7 +60,7 @@ def padding_pairs(padding, n: int, kernel: Sequence[int], dilation: Sequence[int
     if isinstance(padding, str):
         if padding not in PADDING_STRINGS:
             raise OpArgumentError(f"{name} must be an int, a sequence of {n} or {2 * n} ints, or one of "
-                             f"{', '.join(PADDING_STRINGS)}; got {padding!r}")
+                                  f"{', '.join(PADDING_STRINGS)}; got {padding!r}")
         eff = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
         if padding == "valid":
             return ((0, 0),) * n
@@ -79,7 +79,7 @@ def padding_pairs(padding, n: int, kernel: Sequence[int], dilation: Sequence[int
         items = tuple(padding)
     else:
         raise OpArgumentError(f"{name} must be an int, a sequence of {n} or {2 * n} ints, or one of "
-                         f"{', '.join(PADDING_STRINGS)}; got {padding!r}")
+                              f"{', '.join(PADDING_STRINGS)}; got {padding!r}")
     if any(v < 0 for v in items):
         raise OpArgumentError(f"{name} must be non-negative; got {padding!r}")
     if len(items) == n:

@@ -30,15 +30,16 @@ def _torch(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
 class _ConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, padding_mode, value):
-        ctx.args = (stride, padding, dilation, groups, padding_mode, value)
+        ctx.args = (stride, padding, dilation, groups)
+        ctx.modes = {"padding_mode": padding_mode, "value": value}
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _torch(conv_nd(_np(x), _np(weight), _np(bias), *ctx.args), x)
+        return _torch(conv_nd(_np(x), _np(weight), _np(bias), *ctx.args, **ctx.modes), x)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        gx, gw, gb = conv_nd_backward(_np(x), _np(weight), _np(grad_out), *ctx.args, bias=ctx.has_bias)
+        gx, gw, gb = conv_nd_backward(_np(x), _np(weight), _np(grad_out), *ctx.args, **ctx.modes, bias=ctx.has_bias)
         need = ctx.needs_input_grad
         return (_torch(gx, x) if need[0] else None, _torch(gw, weight) if need[1] else None,
                 _torch(gb, weight) if ctx.has_bias and need[2] else None, None, None, None, None, None, None)
@@ -71,7 +72,7 @@ class _AvgPoolFunction(torch.autograd.Function):
 
 
 def reference_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
-                     padding=0, dilation=1, groups: int = 1, padding_mode: str = "zeros",
+                     padding=0, dilation=1, groups: int = 1, *, padding_mode: str = "zeros",
                      value: float = 0.0) -> torch.Tensor:
     """``F.conv2d`` computed by :func:`cnnlab.ops.conv2d`; differentiable through
     :func:`cnnlab.ops.conv2d_backward`."""
@@ -101,7 +102,7 @@ class ReferenceConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padding = self.padding if isinstance(self.padding, str) else tuple(self.padding)
         return reference_conv2d(x, self.weight, self.bias, tuple(self.stride), padding, tuple(self.dilation),
-                                self.groups, self.padding_mode)
+                                self.groups, padding_mode=self.padding_mode)
 
 
 class ReferenceMaxPool2d(nn.MaxPool2d):

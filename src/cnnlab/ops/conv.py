@@ -42,7 +42,7 @@ def windows(xp: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilati
     return v[(Ellipsis,) + tuple(slice(None, None, s) for s in stride) + tuple(slice(None, None, d) for d in dilation)]
 
 
-def resolve_padding(padding, n: int, kernel, stride, dilation, sizes) -> tuple[tuple[int, int], ...]:
+def resolve_padding(padding, n: int, *, kernel, stride, dilation, sizes) -> tuple[tuple[int, int], ...]:
     """The ``(before, after)`` pairs for ``padding`` in any accepted form (see ``padding_pairs``)."""
     return padding_pairs(padding, n, kernel, dilation, stride, sizes)
 
@@ -66,7 +66,7 @@ def _prepare(x, w, b, n, stride, padding, dilation, groups, padding_mode):
         raise OpArgumentError(f"groups={groups} must divide both the input channels ({C}) and the output channels ({O})")
     if w.shape[1] * groups != C:
         raise OpArgumentError(f"input has {C} channels but weight expects {w.shape[1] * groups} "
-                         f"(weight.shape[1]={w.shape[1]} x groups={groups})")
+                              f"(weight.shape[1]={w.shape[1]} x groups={groups})")
     kernel = w.shape[2:]
     if min(kernel, default=1) < 1:
         raise OpArgumentError(f"weight has an empty kernel: {w.shape}")
@@ -75,8 +75,8 @@ def _prepare(x, w, b, n, stride, padding, dilation, groups, padding_mode):
         eff = d * (k - 1) + 1
         if eff > size + p0 + p1:
             raise OpArgumentError(f"kernel size {k} (dilation {d}: spans {eff}) in dimension {axis} is larger than "
-                             f"the padded input ({size} + {p0} + {p1} = {size + p0 + p1}); it must be at most "
-                             f"{size + p0 + p1}")
+                                  f"the padded input ({size} + {p0} + {p1} = {size + p0 + p1}); it must be at most "
+                                  f"{size + p0 + p1}")
     if b is not None:
         b = as_float_array(b, "bias")
         if b.shape != (O,):
@@ -102,7 +102,7 @@ def _im2col(xp, kernel, stride, dilation, groups):
     return cols, out
 
 
-def conv_nd(x, w, b=None, stride=1, padding=0, dilation=1, groups: int = 1, padding_mode: str = "zeros",
+def conv_nd(x, w, b=None, stride=1, padding=0, dilation=1, groups: int = 1, *, padding_mode: str = "zeros",
             value: float = 0.0) -> np.ndarray:
     """N-dimensional correlation layer; the number of spatial dimensions is ``w.ndim - 2``.
 
@@ -135,7 +135,7 @@ def conv_nd(x, w, b=None, stride=1, padding=0, dilation=1, groups: int = 1, padd
     return y if batched else y[0]
 
 
-def conv_nd_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups: int = 1,
+def conv_nd_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups: int = 1, *,
                      padding_mode: str = "zeros", value: float = 0.0, bias: bool = True):
     """Gradients of :func:`conv_nd` with respect to input, weight and bias, as the lecture derives them.
 
@@ -189,78 +189,83 @@ def conv_nd_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups: in
     return grad_x, grad_w, grad_b
 
 
-def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", value=0.0):
+def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros", value=0.0):
     """``F.conv1d`` semantics: x (N, C, L), w (O, C/groups, K). See :func:`conv_nd`."""
     _check_dims(w, 1)
-    return conv_nd(x, w, b, stride, padding, dilation, groups, padding_mode, value)
+    return conv_nd(x, w, b, stride, padding, dilation, groups, padding_mode=padding_mode, value=value)
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", value=0.0):
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros", value=0.0):
     """``F.conv2d`` semantics: x (N, C, H, W), w (O, C/groups, kH, kW). See :func:`conv_nd`."""
     _check_dims(w, 2)
-    return conv_nd(x, w, b, stride, padding, dilation, groups, padding_mode, value)
+    return conv_nd(x, w, b, stride, padding, dilation, groups, padding_mode=padding_mode, value=value)
 
 
-def conv3d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", value=0.0):
+def conv3d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros", value=0.0):
     """``F.conv3d`` semantics: x (N, C, D, H, W), w (O, C/groups, kD, kH, kW). See :func:`conv_nd`."""
     _check_dims(w, 3)
-    return conv_nd(x, w, b, stride, padding, dilation, groups, padding_mode, value)
+    return conv_nd(x, w, b, stride, padding, dilation, groups, padding_mode=padding_mode, value=value)
 
 
-def conv1d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+def conv1d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
                     value=0.0, bias=True):
     """(grad_x, grad_w, grad_b) of :func:`conv1d`; see :func:`conv_nd_backward`."""
     _check_dims(w, 1)
-    return conv_nd_backward(x, w, grad_out, stride, padding, dilation, groups, padding_mode, value, bias)
+    return conv_nd_backward(x, w, grad_out, stride, padding, dilation, groups, padding_mode=padding_mode, value=value,
+                            bias=bias)
 
 
-def conv2d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+def conv2d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
                     value=0.0, bias=True):
     """(grad_x, grad_w, grad_b) of :func:`conv2d`; see :func:`conv_nd_backward`."""
     _check_dims(w, 2)
-    return conv_nd_backward(x, w, grad_out, stride, padding, dilation, groups, padding_mode, value, bias)
+    return conv_nd_backward(x, w, grad_out, stride, padding, dilation, groups, padding_mode=padding_mode, value=value,
+                            bias=bias)
 
 
-def conv3d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+def conv3d_backward(x, w, grad_out, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
                     value=0.0, bias=True):
     """(grad_x, grad_w, grad_b) of :func:`conv3d`; see :func:`conv_nd_backward`."""
     _check_dims(w, 3)
-    return conv_nd_backward(x, w, grad_out, stride, padding, dilation, groups, padding_mode, value, bias)
+    return conv_nd_backward(x, w, grad_out, stride, padding, dilation, groups, padding_mode=padding_mode, value=value,
+                            bias=bias)
 
 
 def _check_dims(w, n: int) -> None:
     if np.ndim(w) != n + 2:
         raise OpArgumentError(f"weight must have shape (O, C/groups, {_KERNEL[n]}) for a {n}D convolution; "
-                         f"got {np.shape(w)}")
+                              f"got {np.shape(w)}")
 
 
 # --- single-channel arrays: the lecture's two definitions -------------------------------------
 
-def correlate(x, k, stride=1, padding=0, dilation=1, padding_mode="zeros", value=0.0) -> np.ndarray:
+def correlate(x, k, *, stride=1, padding=0, dilation=1, padding_mode="zeros", value=0.0) -> np.ndarray:
     """``y[i] = sum_m k[m] x[i * stride + m * dilation]`` on a single-channel array of any rank
     (``x.ndim == k.ndim``); deep learning calls this convolution."""
     x = as_float_array(x, "input")
     k = as_float_array(k, "kernel")
     if x.ndim != k.ndim or x.ndim < 1:
         raise OpArgumentError(f"input and kernel must have the same number of dimensions; got {x.shape} and {k.shape}")
-    return conv_nd(x[None, None], k[None, None], None, stride, padding, dilation, 1, padding_mode, value)[0, 0]
+    return conv_nd(x[None, None], k[None, None], None, stride, padding, dilation, 1, padding_mode=padding_mode,
+                   value=value)[0, 0]
 
 
-def convolve(x, k, stride=1, padding=0, dilation=1, padding_mode="zeros", value=0.0) -> np.ndarray:
+def convolve(x, k, *, stride=1, padding=0, dilation=1, padding_mode="zeros", value=0.0) -> np.ndarray:
     """True convolution ``y[i] = sum_m x[m] h[i - m]``: correlation with the kernel flipped along every
     axis. With ``padding="full"`` this is ``numpy.convolve``'s (and ``scipy.signal.convolve``'s)
     default "full" output; with ``padding=0`` their "valid" output."""
     k = as_float_array(k, "kernel")
-    return correlate(x, np.flip(k), stride, padding, dilation, padding_mode, value)
+    return correlate(x, np.flip(k), stride=stride, padding=padding, dilation=dilation, padding_mode=padding_mode,
+                     value=value)
 
 
 def _ranked(fn, n: int, what: str, noun: str):
-    def wrapped(x, k, stride=1, padding=0, dilation=1, padding_mode="zeros", value=0.0):
+    def wrapped(x, k, *, stride=1, padding=0, dilation=1, padding_mode="zeros", value=0.0):
         x, k = as_float_array(x, "input"), as_float_array(k, "kernel")
         if x.ndim != n or k.ndim != n:
             raise OpArgumentError(f"{what}{n}d needs {n}-dimensional input and kernel; got shapes "
-                             f"{x.shape} and {k.shape}")
-        return fn(x, k, stride, padding, dilation, padding_mode, value)
+                                  f"{x.shape} and {k.shape}")
+        return fn(x, k, stride=stride, padding=padding, dilation=dilation, padding_mode=padding_mode, value=value)
 
     wrapped.__name__ = wrapped.__qualname__ = f"{what}{n}d"
     wrapped.__doc__ = f"{n}D single-channel {noun} (input and kernel both {n}-dimensional); see :func:`{what}`."

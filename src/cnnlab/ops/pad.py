@@ -32,14 +32,14 @@ def source_index(size: int, before: int, after: int, mode: str) -> np.ndarray:
     if mode == "reflect":
         if before >= size or after >= size:
             raise OpArgumentError(f"padding ({before}, {after}) with padding_mode='reflect' must be smaller than "
-                             f"the input size {size} in that dimension")
+                                  f"the input size {size} in that dimension")
         j = np.abs(j)
         return np.where(j >= size, 2 * (size - 1) - j, j)
     if mode == "replicate":
         return np.clip(j, 0, size - 1)
     if before > size or after > size:
         raise OpArgumentError(f"padding ({before}, {after}) with padding_mode='circular' must be at most "
-                         f"the input size {size} in that dimension")
+                              f"the input size {size} in that dimension")
     return j % size
 
 

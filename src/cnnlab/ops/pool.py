@@ -25,7 +25,7 @@ def _setup(x, kernel_size, stride, padding, dilation, ceil_mode, n=2):
     stride = kernel if stride is None else ntuple(stride, n, "stride")
     padding = ntuple(padding, n, "padding", minimum=0)
     dilation = ntuple(dilation, n, "dilation")
-    out = tuple(pool_output_size(size, k, s, p, d, ceil_mode)
+    out = tuple(pool_output_size(size, k, stride=s, padding=p, dilation=d, ceil_mode=ceil_mode)
                 for size, k, s, p, d in zip(x.shape[-n:], kernel, stride, padding, dilation))
     # enough padding after for every window, also a ceil_mode window that overhangs
     pads = tuple((p, max(0, (o - 1) * s + d * (k - 1) + 1 - size - p))

@@ -14,7 +14,7 @@ def _pair(padding, kernel: int, dilation: int, stride: int, size: int) -> tuple[
     return padding_pairs(padding, 1, (kernel,), (dilation,), (stride,), (size,))[0]
 
 
-def conv_output_size(size: int, kernel: int, stride: int = 1, padding=0, dilation: int = 1) -> int:
+def conv_output_size(size: int, kernel: int, *, stride: int = 1, padding=0, dilation: int = 1) -> int:
     """Output length of a convolution along one dimension:
     ``floor((size + before + after - dilation * (kernel - 1) - 1) / stride) + 1``.
 
@@ -30,11 +30,11 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding=0, dilatio
     eff = dilation * (kernel - 1) + 1
     if eff > span:
         raise OpArgumentError(f"kernel {kernel} (dilation {dilation}: spans {eff}) is larger than the padded "
-                         f"input {span} (size {size} + padding {before}+{after}); it must be at most {span}")
+                              f"input {span} (size {size} + padding {before}+{after}); it must be at most {span}")
     return (span - eff) // stride + 1
 
 
-def pool_output_size(size: int, kernel: int, stride: int | None = None, padding: int = 0,
+def pool_output_size(size: int, kernel: int, *, stride: int | None = None, padding: int = 0,
                      dilation: int = 1, ceil_mode: bool = False) -> int:
     """Output length of max/average pooling along one dimension (stride defaults to the kernel).
 
@@ -56,11 +56,11 @@ def pool_output_size(size: int, kernel: int, stride: int | None = None, padding:
         out -= 1
     if out < 1:
         raise OpArgumentError(f"kernel_size {kernel} (dilation {dilation}: spans {eff}) is larger than the padded "
-                         f"input {span}; it must be at most {span}" + ("" if ceil_mode else " (or use ceil_mode)"))
+                              f"input {span}; it must be at most {span}" + ("" if ceil_mode else " (or use ceil_mode)"))
     return out
 
 
-def conv_transpose_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
+def conv_transpose_output_size(size: int, kernel: int, *, stride: int = 1, padding: int = 0,
                                output_padding: int = 0, dilation: int = 1) -> int:
     """Output length of a transposed convolution (``nn.ConvTranspose2d``) along one dimension:
     ``(size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1``."""
@@ -72,7 +72,7 @@ def conv_transpose_output_size(size: int, kernel: int, stride: int = 1, padding:
     (dilation,) = ntuple(dilation, 1, "dilation")
     if output_padding >= max(stride, dilation):
         raise OpArgumentError(f"output_padding {output_padding} must be smaller than stride ({stride}) or "
-                         f"dilation ({dilation})")
+                              f"dilation ({dilation})")
     out = (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
     if out < 1:
         raise OpArgumentError(f"padding {padding} is too large: the output size would be {out}")

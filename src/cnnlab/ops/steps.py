@@ -130,8 +130,8 @@ def trace2d(x, kernel=None, op: str = "correlate", *, kernel_size=None, stride=N
     divisor = None
     with np.errstate(all="ignore"):
         if k is not None:
-            out = conv_nd(x[None, None], k[None, None], None, stride, padding, dilation, 1, padding_mode,
-                          value)[0, 0]
+            out = conv_nd(x[None, None], k[None, None], None, stride, padding, dilation, 1,
+                          padding_mode=padding_mode, value=value)[0, 0]
             xp = pad(x, pads, padding_mode, value)
         elif op == "max":
             out = max_pool2d(x[None, None], size, stride, g.pool_padding, dilation, ceil_mode)[0, 0]
@@ -207,7 +207,7 @@ def _geometry(x, kernel, op, kernel_size, stride, padding, dilation, padding_mod
         stride = ntuple(1 if stride is None else stride, 2, "stride")
         dilation = ntuple(dilation, 2, "dilation")
         check_mode(padding_mode)
-        pads = resolve_padding(padding, 2, k.shape, stride, dilation, x.shape)
+        pads = resolve_padding(padding, 2, kernel=k.shape, stride=stride, dilation=dilation, sizes=x.shape)
         size = tuple(k.shape)
         out_shape = tuple((n + a + b - d * (kk - 1) - 1) // s + 1
                           for n, (a, b), kk, d, s in zip(x.shape, pads, size, dilation, stride))

@@ -88,11 +88,7 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, *, method
     """Run the chosen methods on a run directory's model; write PNGs and ``index.html`` into ``out``
     (default ``RUN/viz``). Returns what was written and, with ``faithfulness``, the deletion/insertion
     table."""
-    methods = list(METHODS) if methods == "all" or methods == ["all"] else \
-        [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise VizError(f"unknown method {bad[0]!r}; valid: all, {', '.join(METHODS)}")
+    methods = _methods(methods)
     loaded = load_run(run_path)  # any run: trained, transferred or compressed
     model, info = loaded.model, loaded.data
     spec = loaded.run.read_json("model.json")
@@ -101,144 +97,191 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, *, method
                        f"conv layers to look inside; visualise the float run it came from "
                        f"({spec['compression'].get('source')}) or a pruned, shared or binarized run")
     model_name = spec.get("name", "model")
-    classes = info.get("classes") or [str(i) for i in range(10)]
-    mean, std = info.get("mean", [0.0]), info.get("std", [1.0])
     out = Path(out) if out is not None else loaded.run.path / "viz"
     if not conv_layers(model):
         raise VizError(f"{model_name} has no conv layer to look inside")
     gc_name, _ = conv_layer(model, layer)  # checks --layer: a conv layer or a clear error
+    if not image_files and n_images < 1:
+        raise VizError(f"--images must be a positive integer; got {n_images}")
 
     with claim_output(out, VIZ):  # one writer; never into a folder of someone else's files
         if image_files:
-            raw = torch.stack([load_run_image(p, info) for p in image_files])
-            labels = None
+            raw, labels, data = torch.stack([load_run_image(p, info) for p in image_files]), None, None
             names = [Path(p).name for p in image_files]
-            data = None
         else:
-            if n_images < 1:
-                raise VizError(f"--images must be a positive integer; got {n_images}")
             data = loaded.config.load_data(data_dir=data_dir)
             raw, labels = data.test_x[:n_images], data.test_y[:n_images]
             names = [f"test #{i}" for i in range(len(raw))]
-        images = normalize(raw, mean, std)
-        dark = black(mean, std)  # the occlusion patch, IG's start and the removed pixels: black in every channel
-        targets = targets_for(model, images, target)
-        with torch.no_grad():
-            probs = F.softmax(model(images), 1)
-        pics = [_display(x, mean, std) for x in images]
-
-        def caption(i: int) -> str:
-            t = int(targets[i])
-            truth = f", true {classes[int(labels[i])]}" if labels is not None else ""
-            return f"{names[i]}: {classes[t]} {100 * float(probs[i, t]):.0f}%{truth}"
-
         page = _Page(f"cnnlab viz: {model_name} ({loaded.run.path.name})")
-
-        def add(section: str, file: str, text: str) -> None:
-            page.figures.append(Figure(section, file, text))
-            log(f"wrote {out / file}")
-
-        if "filters" in methods:
-            name, w = filters(model, None)
-            panels = [f[0].numpy() if f.shape[0] == 1 else f.permute(1, 2, 0).numpy() for f in w]
-            _save_grid(out / "filters.png", panels, [str(i) for i in range(len(panels))], 8, symmetric=w.shape[1] == 1,
-                       cell=0.9, suptitle=f"{name}: {len(panels)} learned kernels (blue < 0 < red)")
-            add("Filters", "filters.png", f"{model_name}, layer {name}: the first layer's kernels")
-        if "feature-maps" in methods:
-            for lname, fmap in feature_maps(model, images[0]).items():
-                file = f"feature_maps_{lname.replace('.', '_')}.png"
-                k = min(32, fmap.shape[0])
-                _save_grid(out / file, [fmap[c].numpy() for c in range(k)], [str(c) for c in range(k)], 8, cmap="viridis",
-                           cell=1.0, suptitle=f"{lname}: {k} of {fmap.shape[0]} feature maps for {caption(0)}")
-                add("Feature maps", file, f"{model_name}, layer {lname}, {caption(0)}")
-        if "maximize" in methods:
-            lname = layer or gc_name
-            k = min(16, conv_layers(model)[lname].out_channels)
-            valid = (min((0 - mu) / sd for mu, sd in zip(mean, std)), max((1 - mu) / sd for mu, sd in zip(mean, std)))
-            # the conv's activation (its ReLU, as Keras' Conv2D(activation="relu") outputs), not the raw linear
-            # map: a linear map's spatial mean only sees the image's mean, so nothing but a flat image maximises it
-            act = activation_after(model, lname, images[:1])
-            res = maximize_activation(model, act or lname, list(range(k)), tuple(images.shape[1:]), input_range=valid)
-            lname = f"{lname} -> {act}" if act else lname
-            titles = [f"ch {c}: x{float(g):.0f}" if np.isfinite(float(g)) else f"ch {c}: noise-silent"
-                      for c, g in zip(res.channels, res.gain)]
-            _save_grid(out / "maximize.png", [_display(x, mean, std) for x in res.images], titles, 8,
-                       suptitle=f"{lname}: inputs that maximise each channel (gain: rise / the starting noise's effect)")
-            add("Maximal filter response", "maximize.png",
-                f"{model_name}, layer {lname}: median gain x{float(res.gain.median()):.0f} over the starting noise")
-        attributions: dict[str, torch.Tensor] = {}
-        if "gradcam" in methods:
-            for variant in ("gradcam", "gradcam++"):
-                maps = grad_cam(model, images, targets, layer=gc_name, variant=variant)
-                attributions[variant] = maps
-                file = "gradcam.png" if variant == "gradcam" else "gradcam_plus_plus.png"
-                _save_grid(out / file, pics, [caption(i) for i in range(len(pics))], 4,
-                           overlays=[_norm01(a) for a in maps], cell=2.0, suptitle=f"{variant}, layer {gc_name}")
-                add("Grad-CAM", file, f"{model_name}, {variant} at layer {gc_name}, target: "
-                    + ("predicted class" if target is None else classes[target]))
-        if "occlusion" in methods:
-            occ = occlusion(model, images, targets, baseline=dark)
-            panels, overlays, titles = [], [], []
-            for i in range(len(pics)):
-                for p, maps in occ.items():
-                    panels.append(pics[i])
-                    overlays.append(_norm01(maps[i].clamp_min(0)))
-                    titles.append(f"{p}x{p}: {caption(i)}" if p == min(occ) else f"{p}x{p}")
-            attributions["occlusion"] = occ[sorted(occ)[len(occ) // 2]].clamp_min(0)
-            _save_grid(out / "occlusion.png", panels, titles, len(occ), overlays=overlays, cell=2.0,
-                       suptitle="occlusion: drop of the target probability, per patch size")
-            add("Occlusion", "occlusion.png", f"{model_name}, patches {', '.join(map(str, occ))} px, black patch")
-        if "saliency" in methods:
-            attributions["saliency"] = saliency(model, images, targets)
-            attributions["integrated gradients"] = integrated_gradients(model, images, targets,
-                                                                        baseline=dark)
-            for key, file in (("saliency", "saliency.png"), ("integrated gradients", "integrated_gradients.png")):
-                _save_grid(out / file, pics, [caption(i) for i in range(len(pics))], 4,
-                           overlays=[_norm01(a) for a in attributions[key]], cell=2.0, suptitle=key)
-                add("Saliency", file, f"{model_name}, {key}")
-        if "mistakes" in methods and data is not None:
-            _mistakes(model, data, classes, mean, std, out, add, model_name)
-            conf = loaded.run.path / "confusion.png"
-            if conf.is_file():
-                atomic_write_bytes(out / "confusion.png", conf.read_bytes())
-                add("Mistakes", "confusion.png", f"{model_name}: confusion matrix on the test set")
+        v = _Context(model, model_name, info, out, raw, labels, names, data, layer, gc_name, target, page, log)
+        for method in (m for m in METHODS if m in methods):  # the page's order, whatever order they were asked in
+            _SECTIONS[method](v)
+        conf = loaded.run.path / "confusion.png"
+        if "mistakes" in methods and data is not None and conf.is_file():
+            atomic_write_bytes(out / "confusion.png", conf.read_bytes())
+            v.add("Mistakes", "confusion.png", f"{model_name}: confusion matrix on the test set")
         result = {"out": str(out), "figures": [f.__dict__ for f in page.figures]}
         if faithfulness:
-            if not attributions:
-                raise VizError("--faithfulness needs an attribution method: gradcam, occlusion or saliency")
-            gen = torch.Generator().manual_seed(0)
-            attributions["random (reference)"] = torch.rand(images.shape[0], *images.shape[2:], generator=gen)
-            rows = {}
-            for key, maps in attributions.items():
-                r = deletion_insertion(model, images, maps, targets, baseline=dark)
-                rows[key] = {"deletion_auc": r["deletion_auc"], "insertion_auc": r["insertion_auc"]}
-            result["faithfulness"] = rows
-            atomic_write_json(out / "faithfulness.json", rows)
-            page.tables.append(("Faithfulness: deletion (lower is better) and insertion (higher is better) areas",
-                                ["method", "deletion AUC", "insertion AUC"],
-                                [[k, f"{v['deletion_auc']:.3f}", f"{v['insertion_auc']:.3f}"] for k, v in rows.items()]))
+            result["faithfulness"] = _faithfulness(v)
         atomic_write_text(out / "index.html", _html(page))
         atomic_write_json(out / "viz.json", result)
         result["index"] = str(out / "index.html")
         return result
 
 
-def _mistakes(model, data, classes, mean, std, out: Path, add, model_name: str, k: int = 16) -> None:
-    """The test images the model gets wrong with the highest confidence."""
+def _methods(methods: Sequence[str] | str) -> list[str]:
+    """``"all"``, ``"gradcam,occlusion"`` or a list, as known method names (in the order given)."""
+    names = list(METHODS) if methods == "all" or methods == ["all"] else \
+        [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad:
+        raise VizError(f"unknown method {bad[0]!r}; valid: all, {', '.join(METHODS)}")
+    return names
+
+
+class _Context:
+    """What every section of the report shares: the model, the images (normalised as the run's, and as
+    pictures), their targets and probabilities, the black baseline, the page and the attributions made."""
+
+    def __init__(self, model, model_name: str, info: dict, out: Path, raw: torch.Tensor, labels, names: list[str],
+                 data, layer: str | None, gc_name: str, target: int | None, page: _Page,
+                 log: Callable[[str], None]) -> None:
+        self.model, self.model_name, self.out, self.data, self.page, self.log = model, model_name, out, data, page, log
+        self.layer, self.gc_name, self.target, self.labels, self.names = layer, gc_name, target, labels, names
+        self.classes = info.get("classes") or [str(i) for i in range(10)]
+        self.mean, self.std = info.get("mean", [0.0]), info.get("std", [1.0])
+        self.images = normalize(raw, self.mean, self.std)
+        self.dark = black(self.mean, self.std)  # occlusion's patch, IG's start, the removed pixels: black everywhere
+        self.targets = targets_for(model, self.images, target)
+        with torch.no_grad():
+            self.probs = F.softmax(model(self.images), 1)
+        self.pics = [_display(x, self.mean, self.std) for x in self.images]
+        self.attributions: dict[str, torch.Tensor] = {}
+
+    def caption(self, i: int) -> str:
+        t = int(self.targets[i])
+        truth = f", true {self.classes[int(self.labels[i])]}" if self.labels is not None else ""
+        return f"{self.names[i]}: {self.classes[t]} {100 * float(self.probs[i, t]):.0f}%{truth}"
+
+    def captions(self) -> list[str]:
+        return [self.caption(i) for i in range(len(self.pics))]
+
+    def add(self, section: str, file: str, text: str) -> None:
+        self.page.figures.append(Figure(section, file, text))
+        self.log(f"wrote {self.out / file}")
+
+
+def _filters(v: _Context) -> None:
+    name, w = filters(v.model, None)
+    panels = [f[0].numpy() if f.shape[0] == 1 else f.permute(1, 2, 0).numpy() for f in w]
+    _save_grid(v.out / "filters.png", panels, [str(i) for i in range(len(panels))], 8, symmetric=w.shape[1] == 1,
+               cell=0.9, suptitle=f"{name}: {len(panels)} learned kernels (blue < 0 < red)")
+    v.add("Filters", "filters.png", f"{v.model_name}, layer {name}: the first layer's kernels")
+
+
+def _feature_maps(v: _Context) -> None:
+    for lname, fmap in feature_maps(v.model, v.images[0]).items():
+        file = f"feature_maps_{lname.replace('.', '_')}.png"
+        k = min(32, fmap.shape[0])
+        _save_grid(v.out / file, [fmap[c].numpy() for c in range(k)], [str(c) for c in range(k)], 8, cmap="viridis",
+                   cell=1.0, suptitle=f"{lname}: {k} of {fmap.shape[0]} feature maps for {v.caption(0)}")
+        v.add("Feature maps", file, f"{v.model_name}, layer {lname}, {v.caption(0)}")
+
+
+def _maximize(v: _Context) -> None:
+    lname = v.layer or v.gc_name
+    k = min(16, conv_layers(v.model)[lname].out_channels)
+    valid = (min((0 - mu) / sd for mu, sd in zip(v.mean, v.std)), max((1 - mu) / sd for mu, sd in zip(v.mean, v.std)))
+    # the conv's activation (its ReLU, as Keras' Conv2D(activation="relu") outputs), not the raw linear
+    # map: a linear map's spatial mean only sees the image's mean, so nothing but a flat image maximises it
+    act = activation_after(v.model, lname, v.images[:1])
+    res = maximize_activation(v.model, act or lname, list(range(k)), tuple(v.images.shape[1:]), input_range=valid)
+    lname = f"{lname} -> {act}" if act else lname
+    titles = [f"ch {c}: x{float(g):.0f}" if np.isfinite(float(g)) else f"ch {c}: noise-silent"
+              for c, g in zip(res.channels, res.gain)]
+    _save_grid(v.out / "maximize.png", [_display(x, v.mean, v.std) for x in res.images], titles, 8,
+               suptitle=f"{lname}: inputs that maximise each channel (gain: rise / the starting noise's effect)")
+    v.add("Maximal filter response", "maximize.png",
+          f"{v.model_name}, layer {lname}: median gain x{float(res.gain.median()):.0f} over the starting noise")
+
+
+def _gradcam(v: _Context) -> None:
+    for variant in ("gradcam", "gradcam++"):
+        maps = grad_cam(v.model, v.images, v.targets, layer=v.gc_name, variant=variant)
+        v.attributions[variant] = maps
+        file = "gradcam.png" if variant == "gradcam" else "gradcam_plus_plus.png"
+        _save_grid(v.out / file, v.pics, v.captions(), 4, overlays=[_norm01(a) for a in maps], cell=2.0,
+                   suptitle=f"{variant}, layer {v.gc_name}")
+        v.add("Grad-CAM", file, f"{v.model_name}, {variant} at layer {v.gc_name}, target: "
+              + ("predicted class" if v.target is None else v.classes[v.target]))
+
+
+def _occlusion(v: _Context) -> None:
+    occ = occlusion(v.model, v.images, v.targets, baseline=v.dark)
+    panels, overlays, titles = [], [], []
+    for i in range(len(v.pics)):
+        for p, maps in occ.items():
+            panels.append(v.pics[i])
+            overlays.append(_norm01(maps[i].clamp_min(0)))
+            titles.append(f"{p}x{p}: {v.caption(i)}" if p == min(occ) else f"{p}x{p}")
+    v.attributions["occlusion"] = occ[sorted(occ)[len(occ) // 2]].clamp_min(0)
+    _save_grid(v.out / "occlusion.png", panels, titles, len(occ), overlays=overlays, cell=2.0,
+               suptitle="occlusion: drop of the target probability, per patch size")
+    v.add("Occlusion", "occlusion.png", f"{v.model_name}, patches {', '.join(map(str, occ))} px, black patch")
+
+
+def _saliency(v: _Context) -> None:
+    v.attributions["saliency"] = saliency(v.model, v.images, v.targets)
+    v.attributions["integrated gradients"] = integrated_gradients(v.model, v.images, v.targets, baseline=v.dark)
+    for key, file in (("saliency", "saliency.png"), ("integrated gradients", "integrated_gradients.png")):
+        _save_grid(v.out / file, v.pics, v.captions(), 4, overlays=[_norm01(a) for a in v.attributions[key]],
+                   cell=2.0, suptitle=key)
+        v.add("Saliency", file, f"{v.model_name}, {key}")
+
+
+def _faithfulness(v: _Context) -> dict[str, dict[str, float]]:
+    """Deletion and insertion areas of every attribution made, against a random map; ``faithfulness.json``."""
+    if not v.attributions:
+        raise VizError("--faithfulness needs an attribution method: gradcam, occlusion or saliency")
+    gen = torch.Generator().manual_seed(0)
+    maps = v.attributions | {"random (reference)": torch.rand(v.images.shape[0], *v.images.shape[2:], generator=gen)}
+    rows = {}
+    for key, m in maps.items():
+        r = deletion_insertion(v.model, v.images, m, v.targets, baseline=v.dark)
+        rows[key] = {"deletion_auc": r["deletion_auc"], "insertion_auc": r["insertion_auc"]}
+    atomic_write_json(v.out / "faithfulness.json", rows)
+    v.page.tables.append(("Faithfulness: deletion (lower is better) and insertion (higher is better) areas",
+                          ["method", "deletion AUC", "insertion AUC"],
+                          [[k, f"{r['deletion_auc']:.3f}", f"{r['insertion_auc']:.3f}"] for k, r in rows.items()]))
+    return rows
+
+
+def _mistakes(v: _Context, k: int = 16) -> None:
+    """The test images the model gets wrong with the highest confidence (test images only)."""
+    data = v.data
+    if data is None:
+        return
     with torch.no_grad():
-        probs = torch.cat([F.softmax(model(normalize(data.test_x[i:i + 1000], mean, std)), 1)
+        probs = torch.cat([F.softmax(v.model(normalize(data.test_x[i:i + 1000], v.mean, v.std)), 1)
                            for i in range(0, len(data.test_x), 1000)])
     conf, pred = probs.max(1)
     wrong = (pred != data.test_y).nonzero().flatten()
     if not len(wrong):
         return
     top = wrong[conf[wrong].argsort(descending=True)[:k]]
-    pics = [_display(normalize(data.test_x[i:i + 1], mean, std)[0], mean, std) for i in top]
-    titles = [f"{classes[int(pred[i])]} {100 * float(conf[i]):.0f}%\n(true {classes[int(data.test_y[i])]})"
+    pics = [_display(normalize(data.test_x[i:i + 1], v.mean, v.std)[0], v.mean, v.std) for i in top]
+    titles = [f"{v.classes[int(pred[i])]} {100 * float(conf[i]):.0f}%\n(true {v.classes[int(data.test_y[i])]})"
               for i in top]
-    _save_grid(out / "mistakes.png", pics, titles, 8, cell=1.5,
+    _save_grid(v.out / "mistakes.png", pics, titles, 8, cell=1.5,
                suptitle=f"the {len(top)} most confident mistakes of {len(wrong)} on the test set")
-    add("Mistakes", "mistakes.png", f"{model_name}: most confident mistakes ({len(wrong)} of {len(data.test_x)} wrong)")
+    v.add("Mistakes", "mistakes.png",
+          f"{v.model_name}: most confident mistakes ({len(wrong)} of {len(data.test_x)} wrong)")
+
+
+#: One section of the page per method, in :data:`METHODS` order.
+_SECTIONS: dict[str, Callable[[_Context], None]] = {
+    "filters": _filters, "feature-maps": _feature_maps, "maximize": _maximize, "gradcam": _gradcam,
+    "occlusion": _occlusion, "saliency": _saliency, "mistakes": _mistakes}
 
 
 def _html(page: _Page) -> str:

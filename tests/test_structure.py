@@ -1,6 +1,7 @@
-"""The import structure docs/ARCHITECTURE.md promises, beyond the layer contract that import-linter
-checks in ``make test``: no two modules import each other (directly or around a loop), and a module
-imports inside a function only what is expensive to import."""
+"""The structure docs/ARCHITECTURE.md promises, beyond the layer contract that import-linter checks in
+``make test``: no two modules import each other (directly or around a loop), a module imports inside a
+function only what is expensive to import, and a public function of more than four parameters takes them
+by name."""
 
 from __future__ import annotations
 
@@ -92,3 +93,29 @@ def test_function_level_imports_are_only_the_expensive_ones():
             wrong.append(f"{path.relative_to(SRC)}:{line}: {module}")
     assert wrong == []
 
+
+
+#: Public functions that keep a positional signature beyond four parameters: the reference ops mirror
+#: ``torch.nn.functional`` (``F.conv2d(input, weight, bias, stride, padding, dilation, groups)``, ...), so
+#: they take their arguments as PyTorch's do; what PyTorch does not have (``padding_mode``, ``value``) is
+#: keyword-only there too.
+LIKE_TORCH = {"conv1d", "conv2d", "conv3d", "conv_nd", "conv1d_backward", "conv2d_backward", "conv3d_backward",
+              "conv_nd_backward", "max_pool2d", "avg_pool2d", "avg_pool2d_backward", "reference_conv2d",
+              "reference_max_pool2d", "reference_avg_pool2d"}
+
+
+def test_public_functions_with_more_than_four_parameters_take_them_by_name():
+    """Beyond four parameters, a call reads only with names (``visualize_run(run, out, methods=..., ...)``)."""
+    wrong = []
+    for path in sorted(SRC.rglob("*.py")):
+        if any(part.startswith("_") and part != "__init__.py" for part in path.relative_to(SRC).parts):
+            continue  # private modules
+        tree = ast.parse(path.read_text())
+        functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        functions += [m for c in tree.body if isinstance(c, ast.ClassDef) and not c.name.startswith("_")
+                      for m in c.body if isinstance(m, ast.FunctionDef) and m.name != "__init__"]
+        for fn in functions:
+            positional = [a.arg for a in fn.args.posonlyargs + fn.args.args if a.arg not in ("self", "cls")]
+            if not fn.name.startswith("_") and fn.name not in LIKE_TORCH and len(positional) > 4:
+                wrong.append(f"{path.relative_to(SRC)}:{fn.lineno}: {fn.name}({', '.join(positional)})")
+    assert wrong == []

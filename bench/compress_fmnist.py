@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from cnnlab._io import atomic_write_json, atomic_write_text
 from cnnlab.compare import busy_warning, measure_latency

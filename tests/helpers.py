@@ -1,6 +1,7 @@
 """Plain helpers shared by the tests (import them from here, never from a conftest): small learnable
 generated images, a generated Fashion-MNIST folder, where the real one is installed, one intra-op
-thread, and the environment for running ``python -m cnnlab`` in a subprocess."""
+thread, the environment for running ``python -m cnnlab`` in a subprocess, and a small image folder
+(:func:`write_folder`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 
 from cnnlab.data import write_idx
 from cnnlab.data.fashion_mnist import FASHION_MNIST_FILES
@@ -56,3 +58,29 @@ def cli_env() -> dict[str, str]:
     env.pop("CNNLAB_DATA_DIR", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+FORMATS = (".png", ".jpg", ".bmp")
+
+
+def write_folder(root: Path, per_class: int = 32) -> Path:
+    """Two learnable classes (a bright disc on dark, a dark square on bright) in mixed formats, sizes and
+    modes, plus one corrupt file."""
+    rng = np.random.default_rng(0)
+    for label, cls in enumerate(("disc", "square")):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            h, w = rng.integers(20, 48, 2)
+            yy, xx = np.mgrid[:h, :w]
+            if label == 0:
+                a = np.where((yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 3) ** 2, 220, 30)
+            else:
+                a = np.where((abs(yy - h / 2) < h / 4) & (abs(xx - w / 2) < w / 4), 30, 220)
+            a = np.clip(a + rng.integers(-20, 20, a.shape), 0, 255).astype(np.uint8)
+            im = Image.fromarray(a)
+            if i % 2:
+                im = Image.merge("RGB", (im, im.point(lambda v: v // 2), im))
+            ext = FORMATS[i % 3]
+            im.save(root / cls / f"{i:02d}{ext}", **({"quality": 95} if ext == ".jpg" else {}))
+    (root / "disc" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return root

@@ -6,44 +6,17 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.data import DatasetWarning, load_dataset, normalize
 from cnnlab.predict import load_run_image, predict_files
 from cnnlab.train import ConfigError, TrainConfig, load_run
 from tests.cli.helpers import one_line_error, run_cli
+from tests.helpers import write_folder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-FORMATS = (".png", ".jpg", ".bmp")
-
-
-def write_folder(root: Path, per_class: int = 32) -> Path:
-    """Two learnable classes (a bright disc on dark, a dark square on bright) in mixed formats, sizes and
-    modes, plus one corrupt file."""
-    rng = np.random.default_rng(0)
-    for label, cls in enumerate(("disc", "square")):
-        (root / cls).mkdir(parents=True)
-        for i in range(per_class):
-            h, w = rng.integers(20, 48, 2)
-            yy, xx = np.mgrid[:h, :w]
-            if label == 0:
-                a = np.where((yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 3) ** 2, 220, 30)
-            else:
-                a = np.where((abs(yy - h / 2) < h / 4) & (abs(xx - w / 2) < w / 4), 30, 220)
-            a = np.clip(a + rng.integers(-20, 20, a.shape), 0, 255).astype(np.uint8)
-            im = Image.fromarray(a)
-            if i % 2:
-                im = Image.merge("RGB", (im, im.point(lambda v: v // 2), im))
-            ext = FORMATS[i % 3]
-            im.save(root / cls / f"{i:02d}{ext}", **({"quality": 95} if ext == ".jpg" else {}))
-    (root / "disc" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    return root
-
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:

@@ -9,7 +9,7 @@ import torch.nn as nn
 from cnnlab.models import create_model
 from cnnlab.viz import VizError
 from cnnlab.viz.faithfulness import deletion_insertion
-from cnnlab.viz.inside import feature_maps, filters
+from cnnlab.viz.inside import effective_receptive_field, feature_maps, filters, layer_outputs
 
 
 @pytest.fixture
@@ -82,3 +82,39 @@ def test_deletion_and_insertion_reward_the_map_that_points_at_the_evidence():
     torch.testing.assert_close(good["insertion"][:, -1], bad["insertion"][:, -1])
     with pytest.raises(VizError, match="maps must have shape"):
         deletion_insertion(_Left(), x, right[:, :10], targets)
+
+
+def test_layer_outputs_are_every_leaf_copied_before_in_place_relu(model):
+    x = torch.randn(1, 28, 28)
+    out = layer_outputs(model, x)
+    assert list(out) == [n for n, m in model.named_modules() if n and not list(m.children())]
+    conv = out["features.block1.conv1"]
+    assert conv.shape == (32, 28, 28) and conv.min() < 0  # the conv's own output, before ReLU(inplace=True)
+    model.eval()
+    with torch.no_grad():
+        expected = model.features.block1.conv1(x.unsqueeze(0))[0]
+    torch.testing.assert_close(conv, expected)
+    assert out["classifier.fc2"].shape == (10,)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_effective_receptive_field_lies_inside_the_theoretical_one(model):
+    from cnnlab.analysis import field_report, summarize
+
+    x = torch.randn(1, 28, 28)
+    erf = effective_receptive_field(model, x, "features.block2.conv1", channel=5, position=(3, 4))
+    assert erf.shape == (28, 28) and erf.sum() > 0
+    region = field_report(summarize(model, (1, 28, 28)), layer="features.block2.conv1", unit=(3, 4)).unit["regions"]
+    rows, cols = erf.nonzero(as_tuple=True)
+    (r0, r1), (c0, c1) = region[0]["pixels"], region[1]["pixels"]
+    assert r0 <= rows.min() and rows.max() <= r1 and c0 <= cols.min() and cols.max() <= c1
+    first = effective_receptive_field(model, x, "features.block1.conv1", channel=0, position=(10, 10))
+    assert set(first.nonzero()[:, 0].tolist()) == {9, 10, 11}  # a 3x3 conv's unit sees 3x3 pixels
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("channel,position", [(32, (0, 0)), (0, (28, 0)), (0, (-1, 0)), (0, (1,))])
+def test_effective_receptive_field_of_a_unit_that_does_not_exist(model, channel, position):
+    with pytest.raises(VizError, match="outside layer 'features.block1.conv1'"):
+        effective_receptive_field(model, torch.randn(1, 28, 28), "features.block1.conv1", channel=channel,
+                                  position=position)

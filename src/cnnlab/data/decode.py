@@ -17,7 +17,7 @@ from cnnlab.data.folder import ImageTransform
 from cnnlab.data.images import read_image
 from cnnlab.data.splits import DatasetError
 
-__all__ = ["load_image", "load_run_image"]
+__all__ = ["load_drawing", "load_image", "load_run_image"]
 
 
 def load_image(path: str | os.PathLike, in_channels: int, size: Sequence[int], invert: str = "auto") -> torch.Tensor:
@@ -61,3 +61,26 @@ def load_run_image(path: str | os.PathLike, data: Mapping[str, Any], invert: str
     except ValueError as e:
         raise DatasetError(str(e)) from None
     return torch.from_numpy(transform(path))
+
+
+def load_drawing(path: str | os.PathLike, data: Mapping[str, Any], *, threshold: int = 32,
+                 margin: float = 0.04) -> torch.Tensor:
+    """A drawing (light strokes on a dark canvas, any size) as uint8 (C, H, W) the way the run's training
+    images look: an image-folder run's recorded transform; otherwise centred and scaled as Fashion-MNIST's
+    objects are: the strokes' bounding box (pixels brighter than ``threshold``), padded to a square with
+    ``margin`` of its side on every edge, resized with antialiasing. An empty canvas stays black."""
+    if "transform" in data:
+        return load_run_image(path, data)
+    in_channels, size = int(data["in_channels"]), data["image_size"]
+    a = np.asarray(read_image(path, grayscale=True))
+    rows, cols = np.nonzero(a > threshold)
+    if len(rows):
+        a = a[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    h, w = a.shape
+    side = int(round(max(h, w) * (1 + 2 * margin)))
+    canvas = np.zeros((side, side), dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top:top + h, left:left + w] = a
+    im = Image.fromarray(canvas).resize((int(size[1]), int(size[0])), Image.Resampling.LANCZOS)
+    t = torch.from_numpy(np.array(im, dtype=np.uint8)).unsqueeze(0)
+    return t.expand(in_channels, -1, -1).contiguous()

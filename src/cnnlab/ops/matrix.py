@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.ops._args import OpArgumentError
 from cnnlab.ops.limits import check_memory, memory_limit
 from cnnlab.ops.steps import format_number
 
@@ -20,17 +21,17 @@ def parse_matrix(text: str, name: str = "matrix") -> np.ndarray:
     """Rows separated by ``;`` or newlines, values by spaces or commas: ``"3 3 2; 0 1 2"`` -> 2x3."""
     rows = [r for r in re.split(r"[;\n]", text) if r.strip()]
     if not rows:
-        raise ValueError(f"{name} is empty; give rows separated by ';' and values by spaces, e.g. \"1 2; 3 4\"")
+        raise OpArgumentError(f"{name} is empty; give rows separated by ';' and values by spaces, e.g. \"1 2; 3 4\"")
     parsed = []
     for i, row in enumerate(rows):
         try:
             parsed.append([float(v) for v in re.split(r"[\s,]+", row.strip())])
         except ValueError:
-            raise ValueError(f"{name} row {i + 1} ({row.strip()!r}) has a value that is not a number") from None
+            raise OpArgumentError(f"{name} row {i + 1} ({row.strip()!r}) has a value that is not a number") from None
     widths = {len(r) for r in parsed}
     if len(widths) != 1:
         lengths = ", ".join(str(len(r)) for r in parsed)
-        raise ValueError(f"{name} is ragged: its rows have {lengths} values; every row needs the same number")
+        raise OpArgumentError(f"{name} is ragged: its rows have {lengths} values; every row needs the same number")
     return np.array(parsed)
 
 

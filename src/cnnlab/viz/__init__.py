@@ -5,9 +5,10 @@ what it does well; cnnlab writes by hand only what captum lacks (Grad-CAM++)."""
 from cnnlab.viz._state import VizError, untouched
 from cnnlab.viz.attribution import (GRAD_CAM_VARIANTS, default_patch_sizes, grad_cam, integrated_gradients,
                                     normalize_maps, occlusion, saliency, targets_for)
-from cnnlab.viz.layers import conv_layer, conv_layers, layer
+from cnnlab.viz.inside import effective_receptive_field, feature_maps, filters, layer_outputs
+from cnnlab.viz.layers import activation_after, conv_layer, conv_layers, layer
 from cnnlab.viz.maximize import Maximized, maximize_activation
 
-__all__ = ["GRAD_CAM_VARIANTS", "Maximized", "VizError", "conv_layer", "conv_layers", "default_patch_sizes",
-           "grad_cam", "integrated_gradients", "layer", "maximize_activation", "normalize_maps", "occlusion",
+__all__ = ["GRAD_CAM_VARIANTS", "Maximized", "VizError", "activation_after", "conv_layer", "conv_layers",
+           "default_patch_sizes", "effective_receptive_field", "feature_maps", "filters", "grad_cam", "layer_outputs", "integrated_gradients", "layer", "maximize_activation", "normalize_maps", "occlusion",
            "saliency", "targets_for", "untouched"]

@@ -11,7 +11,7 @@ from cnnlab.viz._state import VizError, device_of, untouched
 from cnnlab.viz.layers import conv_layer, conv_layers
 from cnnlab.viz.layers import layer as find_layer
 
-__all__ = ["filters", "feature_maps"]
+__all__ = ["effective_receptive_field", "layer_outputs", "filters", "feature_maps"]
 
 
 def filters(model: nn.Module, layer: str | None = None, mode: str = "auto") -> tuple[str, torch.Tensor]:
@@ -59,3 +59,67 @@ def feature_maps(model: nn.Module, image: torch.Tensor, layers: Sequence[str] | 
             for h in handles:
                 h.remove()
     return {n: out[n] for n in names if n in out}
+
+
+def layer_outputs(model: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The output of every leaf module (a module without submodules: conv, ReLU, BatchNorm, pool, linear,
+    ...) for one image (C, H, W), in the order they ran, each copied when it returns (without the batch
+    dimension, as float: an int8 layer's output dequantized); eval mode, no gradients, the model left as it
+    was. A module called twice keeps its last output; a tuple output, its first tensor."""
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    out: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        def hook(mod, inputs, output):
+            t = output[0] if isinstance(output, (tuple, list)) else output
+            if isinstance(t, torch.Tensor):
+                out.pop(name, None)
+                t = t.detach()[0]
+                out[name] = (t.dequantize() if t.is_quantized else t.float()).cpu().clone()  # int8 runs' layers
+        return hook
+
+    leaves = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
+    with untouched(model), torch.no_grad():
+        handles = [m.register_forward_hook(keep(n)) for n, m in leaves]
+        try:
+            model(image.to(device_of(model)))
+        finally:
+            for h in handles:
+                h.remove()
+    return out
+
+
+def effective_receptive_field(model: nn.Module, image: torch.Tensor, layer: str, *, channel: int,
+                              position: Sequence[int]) -> torch.Tensor:
+    """|d unit / d input| summed over the input's channels: (H, W), how much each input pixel moves the
+    unit at ``position`` of ``channel`` in ``layer``'s output for this image (Luo et al., 2016, "Understanding
+    the effective receptive field"). Eval mode; the model is left as it was."""
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    module = find_layer(model, layer)
+    seen: list[torch.Tensor] = []
+    with untouched(model):
+        x = image.to(device_of(model)).float().clone().requires_grad_(True)
+        def hook(mod, inputs, output):
+            if isinstance(output, torch.Tensor):  # the next layer gets a copy: an in-place ReLU would rewrite it
+                seen.append(output)
+                return output.clone()
+            seen.append(output[0])
+            return None
+
+        handle = module.register_forward_hook(hook)
+        try:
+            model(x)
+        finally:
+            handle.remove()
+        if not seen:
+            raise VizError(f"layer {layer!r} did not run for this input")
+        out = seen[-1][0]
+        index = (channel, *position)
+        if len(index) != out.dim() or any(not 0 <= v < n for v, n in zip(index, out.shape)):
+            raise VizError(f"unit (channel {channel}, position {list(position)}) is outside layer {layer!r}'s "
+                           f"output of shape {list(out.shape)} (channel, then {out.dim() - 1} position indices)")
+        unit = out[index]
+        (grad,) = torch.autograd.grad(unit, x)
+    return grad[0].abs().sum(0).cpu()

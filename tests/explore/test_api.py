@@ -268,8 +268,10 @@ def test_what_it_learned(client, session):
     assert h["series"]["epoch"] == [1.0] and "train_loss" in h["columns"]
     r = client.post("/api/maximize?layer=features.block1.conv2&channel=1")
     assert r.status_code == 200, r.text
-    assert _decode(r.json()["png"]).shape == (28, 28)
-    assert client.post("/api/maximize?layer=features.block1.conv2&channel=1").json() == r.json()  # cached
+    assert r.json()["status"] in ("running", "done") and 0 <= r.json()["progress"] <= 1
+    done = session.maximize("features.block1.conv2", 1, wait=True)  # the same job, waited for
+    assert done["status"] == "done" and done["progress"] == 1.0 and _decode(done["png"]).shape == (28, 28)
+    assert client.post("/api/maximize?layer=features.block1.conv2&channel=1").json() == done  # cached
     assert client.post("/api/maximize?layer=features.block1.conv2&channel=99").status_code == 400
 
 

@@ -141,3 +141,9 @@ def test_it_leaves_the_model_as_it_found_it(bn_model, layer):
     res = maximize_activation(bn_model, layer, [0, 1], (1, 28, 28), steps=20, redirect_steps=10)
     snap.assert_unchanged()
     assert res.images.shape == (2, 1, 28, 28) and torch.isfinite(res.final).all()
+
+
+def test_progress_rises_to_one(known_answer):
+    seen = []
+    maximize_activation(known_answer.model, "features.conv1", [0, 1], (1, 32, 20), steps=8, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) >= 8

@@ -184,7 +184,8 @@ def create_app(session: ExploreSession) -> FastAPI:
     def filters() -> dict[str, Any]:
         return session.filters()
 
-    @app.post("/api/maximize", summary="The input that maximises one channel of a conv layer (cached per run)")
+    @app.post("/api/maximize", summary="Start (or poll) the input that maximises one channel of a conv layer: "
+                                        "{status: running, progress} until {status: done, png, gain}; cached per run")
     def maximize(layer: str, channel: int = Query(..., ge=0)) -> dict[str, Any]:
         return session.maximize(layer, channel)
 

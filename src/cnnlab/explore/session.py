@@ -11,6 +11,7 @@ as found), so concurrent requests give the answers sequential ones would.
 from __future__ import annotations
 
 import base64
+import copy
 import csv
 import hashlib
 import io
@@ -116,7 +117,9 @@ class ExploreSession:
         self._images: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._data = None
         self._test_probs: torch.Tensor | None = None
-        self._maximized: dict[tuple[str, int], dict[str, Any]] = {}
+        self._maximized: dict[tuple[str, int], dict[str, Any]] = {}  # background jobs, by (layer, channel)
+        self._job_model: nn.Module | None = None  # their copy of the model
+        self._job_lock = threading.Lock()  # one job computes at a time
         self._tmp = tempfile.TemporaryDirectory(prefix="cnnlab-explore-")
         with self._lock, untouched(self.model):
             try:
@@ -322,9 +325,10 @@ class ExploreSession:
             out.append(_png(a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()))
         return {"layer": name, "shape": list(w.shape), "range": [-m, m], "filters": out}
 
-    def maximize(self, layer: str, channel: int, *, steps: int = 128,
-                 progress: Callable[[float], None] | None = None) -> dict[str, Any]:
-        """The input that maximises ``channel`` of conv ``layer`` (after its ReLU), computed once per run."""
+    def maximize(self, layer: str, channel: int, *, steps: int = 128, wait: bool = False) -> dict[str, Any]:
+        """The input that maximises ``channel`` of conv ``layer`` (after its ReLU), computed once per run in a
+        background thread on a copy of the model (the other views stay responsive): ``{"status": "running",
+        "progress": 0.4}`` until it is ``{"status": "done", "png": ..., "gain": ...}``; ``wait``: block until done."""
         self._needs_gradients("maximize")
         convs = conv_layers(self.model)
         if layer not in convs:
@@ -332,20 +336,35 @@ class ExploreSession:
         if not 0 <= channel < convs[layer].out_channels:
             raise ExploreError(f"channel {channel} is not in {layer!r} (0-{convs[layer].out_channels - 1})")
         key = (layer, channel)
-        if key not in self._maximized:
-            valid = (min((0 - mu) / sd for mu, sd in zip(self.mean, self.std)),
-                     max((1 - mu) / sd for mu, sd in zip(self.mean, self.std)))
-            with self._lock:
-                res = maximize_activation(self.model, layer, [channel], self.input_size, input_range=valid,
-                                          steps=steps)
-            if progress is not None:
-                progress(1.0)
+        with self._lock:
+            job = self._maximized.get(key)
+            if job is None:
+                job = self._maximized[key] = {"layer": layer, "channel": channel, "status": "running", "progress": 0.0}
+                if self._job_model is None:
+                    self._job_model = copy.deepcopy(self.model)
+                thread = threading.Thread(target=self._maximize_job, args=(job, steps), daemon=True,
+                                          name=f"maximize {layer} {channel}")
+                job["thread"] = thread
+                thread.start()
+        if wait:
+            job["thread"].join()
+        return {k: v for k, v in job.items() if k != "thread"}
+
+    def _maximize_job(self, job: dict[str, Any], steps: int) -> None:
+        valid = (min((0 - mu) / sd for mu, sd in zip(self.mean, self.std)),
+                 max((1 - mu) / sd for mu, sd in zip(self.mean, self.std)))
+        try:
+            with self._job_lock:
+                res = maximize_activation(self._job_model, job["layer"], [job["channel"]], self.input_size,
+                                          input_range=valid, steps=steps,
+                                          progress=lambda f: job.__setitem__("progress", round(f, 3)))
             img = res.images[0] * torch.tensor(self.std).view(-1, 1, 1) + torch.tensor(self.mean).view(-1, 1, 1)
             a = (img.clamp(0, 1) * 255).round().to(torch.uint8)
             gain = float(res.gain[0])
-            self._maximized[key] = {"layer": layer, "channel": channel, "png": _png(self._picture(a)),
-                                    "gain": gain if math.isfinite(gain) else None}
-        return self._maximized[key]
+            job.update(png=_png(self._picture(a)), gain=gain if math.isfinite(gain) else None, progress=1.0)
+            job["status"] = "done"
+        except Exception as e:  # the job's own error, reported to whoever asks next
+            job.update(status="failed", error=str(e) if isinstance(e, CnnlabError) else "internal error")
 
     def history(self) -> dict[str, Any]:
         """The run's training curves (``history.csv``: one row per epoch)."""

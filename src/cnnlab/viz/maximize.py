@@ -6,7 +6,7 @@ decay on the pixels and, optionally, the valid input range."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -88,7 +88,8 @@ def maximize_activation(model: nn.Module, layer: str | None, channels: Sequence[
                         *, steps: int = 128, lr: float = 0.1, jitter: int = 2, blur_every: int = 4,
                         blur_sigma: float = 0.5, decay: float = 1e-4, noise: float = 0.1,
                         input_range: tuple[float, float] | None = None, redirect_steps: int = 16,
-                        polish: float = 0.25, seed: int = 0) -> Maximized:
+                        polish: float = 0.25, seed: int = 0,
+                        progress: Callable[[float], None] | None = None) -> Maximized:
     """Optimise one input per channel (all in one batch) with Adam for ``steps`` steps, starting from
     Gaussian noise of standard deviation ``noise`` around the mean image (zero, in normalised units).
 
@@ -106,6 +107,7 @@ def maximize_activation(model: nn.Module, layer: str | None, channels: Sequence[
             the maximum near that image. On 28x28 Fashion-MNIST, a 2-pixel roll is a large move and a
             constant jitter and blur keep the target well below what the image can give (see
             ``bench/RESULTS.md``, "maximal filter response"). 0: regularise to the end.
+        progress: called with the fraction done (0 to 1) after every step (the web explorer's progress bar).
         redirect_steps: a second chance for the targets the optimisation did not raise (from their value
             at the mean image) by more than the noise moves them. From near-blank noise the units a target
             needs may all be off: their true gradient is zero and the target never rises. Such targets are
@@ -148,7 +150,7 @@ def maximize_activation(model: nn.Module, layer: str | None, channels: Sequence[
     def mean(t: torch.Tensor) -> torch.Tensor:
         return t.flatten(1).mean(1) if t.dim() > 1 else t
 
-    def optimise(x_start: torch.Tensor, chans: list[int], redirect: int) -> torch.Tensor:
+    def optimise(x_start: torch.Tensor, chans: list[int], redirect: int, done: tuple[float, float]) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)  # the same jitter for a second chance
         x = x_start.clone().requires_grad_(True)
         opt = torch.optim.Adam([x], lr=lr)
@@ -171,6 +173,8 @@ def maximize_activation(model: nn.Module, layer: str | None, channels: Sequence[
                         x.copy_(TF.gaussian_blur(x, kernel_size=3, sigma=blur_sigma))
                     if input_range is not None:
                         x.clamp_(*input_range)
+                if progress is not None:
+                    progress(done[0] + (done[1] - done[0]) * (step + 1) / steps)
         finally:
             for h in hooks:
                 h.remove()
@@ -188,13 +192,13 @@ def maximize_activation(model: nn.Module, layer: str | None, channels: Sequence[
                 at_noise, at_mean = target(x0, channels), target(torch.zeros_like(x0), channels)
                 start, base = mean(at_noise).cpu(), mean(at_mean).cpu()
                 noise_response = mean((at_noise - at_mean).abs()).cpu()
-            x = optimise(x0, channels, 0)
+            x = optimise(x0, channels, 0, (0.0, 0.8 if redirect_steps > 0 else 1.0))
             with torch.no_grad():
                 final = mean(target(x, channels)).cpu()
             beaten = final - base > noise_response  # raised more than the noise moves it
             again = [k for k in range(len(channels)) if not beaten[k]] if redirect_steps > 0 else []
             if again:
-                x2 = optimise(x0[again], [channels[k] for k in again], redirect_steps)
+                x2 = optimise(x0[again], [channels[k] for k in again], redirect_steps, (0.8, 1.0))
                 with torch.no_grad():
                     final2 = mean(target(x2, [channels[k] for k in again])).cpu()
                 for j, k in enumerate(again):
@@ -203,4 +207,6 @@ def maximize_activation(model: nn.Module, layer: str | None, channels: Sequence[
         finally:
             if handle is not None:
                 handle.remove()
+    if progress is not None:
+        progress(1.0)
     return Maximized(x, channels, layer, start, final, base, noise_response)

@@ -40,7 +40,7 @@ from cnnlab._io import atomic_write_json
 from cnnlab.errors import CnnlabError
 
 __all__ = ["MARKER", "LOCK", "Layout", "Output", "OutputError", "OutputBusyError", "claim_output",
-           "check_output_file", "RUN", "COMPRESSED_RUN", "VIZ", "SWEEP", "EXPERIMENT", "COMPARE"]
+           "check_output_file", "RUN", "COMPRESSED_RUN", "VIZ", "SWEEP", "EXPERIMENT", "COMPARE", "LECTURE"]
 
 MARKER = ".cnnlab"
 LOCK = ".cnnlab.lock"
@@ -391,5 +391,8 @@ SWEEP = Layout("sweep", ("sweep.json", "sweep.md", "sweep.png"), children=(COMPR
                signatures=("sweep.json",))
 EXPERIMENT = Layout("experiment", ("comparison.json", "comparison.md", "transfer.json", "transfer.md", "transfer.png"),
                     children=(RUN, COMPRESSED_RUN, SWEEP), signatures=("comparison.json", "transfer.json"))
+LECTURE = Layout("lecture", ("index.html", "lecture.json", "lecture.md"),
+                  dirs={"figures": Layout("lecture-figures", ("*.png", "*.gif"))},
+                  children=(RUN, COMPRESSED_RUN, SWEEP, EXPERIMENT), signatures=("lecture.json",))
 COMPARE = Layout("compare", ("compare.json", "compare.md", "compare.png", "layers.json", "layers.md"),
                  children=(RUN, COMPRESSED_RUN, SWEEP), signatures=("compare.json", "layers.json"))

@@ -25,6 +25,8 @@ OPTIONS = {
              "-h"),
     "data": ("--data-dir", "--help", "-h"),
     "eval": ("--data-dir", "--device", "--help", "--json", "-h"),
+    "lecture": ("--budget", "--catsdogs", "--data-dir", "--help", "--json", "--no-reuse", "--out", "--reuse", "--section",
+                "-h"),
     "explore": ("--data-dir", "--device", "--help", "--host", "--no-open", "--open", "--port", "-h"),
     "experiment": ("--data-dir", "--device", "--epochs", "--help", "--json", "--no-progress", "--out", "--overwrite",
                    "--progress", "--seeds", "--shots", "--steps", "--subset", "--val-size", "-h"),

@@ -28,12 +28,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
-    from cnnlab.cli import anatomy, compare, compress, conv, data, evaluate, experiment, explore, train, viz
+    from cnnlab.cli import anatomy, compare, compress, conv, data, evaluate, experiment, explore, lecture, train, viz
 
     parser = _Parser(prog="cnnlab", description="A lab for convolutional neural networks.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for family in (train, evaluate, anatomy, viz, explore, experiment, compare, compress, data, conv):
+    for family in (lecture, train, evaluate, anatomy, viz, explore, experiment, compare, compress, data, conv):
         family.add_parser(sub)
     return parser
 

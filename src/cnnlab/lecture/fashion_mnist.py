@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cnnlab._plot import new_figure
 from cnnlab.analysis import summarize
-from cnnlab.experiments import LECTURE_ACCURACY, run_fmnist
+from cnnlab.experiments import LECTURE_ACCURACY
 from cnnlab.models import create_model
 
 #: The lecture's Keras table (``model.summary()`` of fmnist_cnn.py): output shape (NHWC, batch left out), params.
@@ -24,8 +24,6 @@ KERAS_TABLE = [
     ("dense", (512,), 1606144), ("activation_4", (512,), 0), ("batch_normalization_4", (512,), 2048),
     ("dropout_2", (512,), 0), ("dense_1", (10,), 5130), ("activation_5", (10,), 0),
 ]
-#: What the quick budget trains: a look in a few minutes, its numbers marked.
-QUICK = {"epochs": 2, "subset": 10_000}
 TOLERANCE = 0.01  # one percentage point: a seed's spread on this recipe is a few tenths (bench/RESULTS.md)
 
 
@@ -77,25 +75,14 @@ def _blocks(s, summary) -> None:
 
 
 def _accuracy(s, ctx) -> None:
-    overrides = dict(QUICK) if ctx.quick else {}
-    if ctx.data_dir is not None:
-        overrides["data_dir"] = ctx.data_dir
-    out = ctx.out / "fmnist"
-    result = ctx.cache.get("fmnist")
-    if result is None:
-        result = ctx.cache["fmnist"] = run_fmnist(out, overwrite=not ctx.reuse, overrides=overrides, log=ctx.log,
-                                                  progress=False)
-    rows = {r["model"]: r for r in result["rows"]}
+    rows = {r["model"]: r for r in ctx.fmnist()["rows"]}
     figure = _curves(s, {name: Path(r["run"]) for name, r in rows.items()})
-    budget = f"quick budget: {QUICK['epochs']} epochs on {QUICK['subset']:,} images" if ctx.quick else None
-    command = "cnnlab experiment fmnist" + (f" --epochs {QUICK['epochs']} --subset {QUICK['subset']}" if ctx.quick else "")
+    command, budget = ctx.fmnist_command(), ctx.budget_note
     for name, what in (("fmnist-cnn", "the CNN (fmnist_cnn.py) reaches ~93.5% test accuracy"),
                        ("mlp", "an MLP reaches ~88%")):
-        r = rows[name]
-        s.within(what, LECTURE_ACCURACY[name], round(r["test_accuracy"], 4), tolerance=TOLERANCE, command=command,
-                 figure=figure, budget=budget,
-                 differs=f"the quick budget trains {QUICK['epochs']} epochs on {QUICK['subset']:,} images; the full "
-                         f"budget trains the recipes of cnnlab experiment fmnist" if ctx.quick else None)
+        s.within(what, LECTURE_ACCURACY[name], round(rows[name]["test_accuracy"], 4), tolerance=TOLERANCE,
+                 command=command, figure=figure, budget=budget,
+                 differs=f"{budget}; the full budget trains the recipes of cnnlab experiment fmnist" if budget else None)
     s.exact("the CNN beats the MLP", True, rows["fmnist-cnn"]["test_accuracy"] > rows["mlp"]["test_accuracy"],
             command=command, budget=budget)
 

@@ -18,12 +18,15 @@ from cnnlab._env import machine_info
 from cnnlab._io import atomic_write_json, atomic_write_text
 from cnnlab._outdir import LECTURE, claim_output
 from cnnlab.errors import CnnlabError
-from cnnlab.lecture import conv_layer, convolution, fashion_mnist, pooling
+from cnnlab.experiments import run_fmnist
+from cnnlab.lecture import conv_layer, convolution, fashion_mnist, pooling, visualization
 from cnnlab.lecture.checks import VERDICTS, Section
 
 __all__ = ["BUDGETS", "LectureContext", "LectureError", "SECTIONS", "format_scoreboard", "run_lecture"]
 
 BUDGETS = ("quick", "full")
+#: What the quick budget trains the Fashion-MNIST models on: a look in a few minutes, its numbers marked.
+FMNIST_QUICK = {"epochs": 2, "subset": 10_000}
 
 
 class LectureError(CnnlabError):
@@ -46,6 +49,27 @@ class LectureContext:
     def quick(self) -> bool:
         return self.budget == "quick"
 
+    @property
+    def budget_note(self) -> str | None:
+        """What a check trained on says of its budget (None for the full budget)."""
+        return f"quick budget: {FMNIST_QUICK['epochs']} epochs on {FMNIST_QUICK['subset']:,} images" if self.quick \
+            else None
+
+    def fmnist(self) -> dict[str, Any]:
+        """The lecture's CNN and MLP on Fashion-MNIST (``cnnlab experiment fmnist`` into ``OUT/fmnist``), trained
+        once per report, reused when finished with the same recipe (unless ``reuse`` is off)."""
+        if "fmnist" not in self.cache:
+            overrides: dict[str, Any] = dict(FMNIST_QUICK) if self.quick else {}
+            if self.data_dir is not None:
+                overrides["data_dir"] = self.data_dir
+            self.cache["fmnist"] = run_fmnist(self.out / "fmnist", overwrite=not self.reuse, overrides=overrides,
+                                              log=self.log, progress=False)
+        return self.cache["fmnist"]
+
+    def fmnist_command(self) -> str:
+        extra = f" --epochs {FMNIST_QUICK['epochs']} --subset {FMNIST_QUICK['subset']}" if self.quick else ""
+        return f"cnnlab experiment fmnist --out {self.out / 'fmnist'}{extra}"
+
 
 #: (key, title, function) in the lecture's order.
 SECTIONS: list[tuple[str, str, Callable[[Section, LectureContext], None]]] = [
@@ -53,6 +77,7 @@ SECTIONS: list[tuple[str, str, Callable[[Section, LectureContext], None]]] = [
     ("conv-layer", "The PyTorch Conv2d layer", conv_layer.run),
     ("pooling", "Pooling and stride", pooling.run),
     ("fashion-mnist", "The Fashion-MNIST example", fashion_mnist.run),
+    ("visualization", "Visualization methods", visualization.run),
 ]
 
 

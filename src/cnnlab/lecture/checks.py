@@ -135,12 +135,12 @@ class Section:
         return self._add(statement, lecture, None, "cited", explanation=why)
 
     def shown(self, statement: str, measured: Any, *, command: str, figure: str | None = None,
-              lecture: Any = None) -> Check | None:
+              lecture: Any = None, budget: str | None = None) -> Check | None:
         """A figure or table the lecture shows without a number to compare (reproduced when it is computed)."""
         ok, value = self._value(statement, measured, lecture=lecture, command=command, figure=figure)
         if not ok:
             return None
-        return self._add(statement, lecture, value, "reproduced", command=command, figure=figure)
+        return self._add(statement, lecture, value, "reproduced", command=command, figure=figure, budget=budget)
 
     # ---------------------------------------------------------------------------------------- figures
     def figure(self, name: str, fig, caption: str) -> str:

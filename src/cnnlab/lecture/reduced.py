@@ -1,0 +1,111 @@
+"""Reduced complexity CNN architectures: depth-wise, group-wise and point-wise convolutions, MobileNet's 688
+parameters against 4,640, ShuffleNet's shuffle and pre-defined sparsity (``cnnlab compare --layers``); the compact
+models trained and measured side by side (``cnnlab compare``: where fewer MACs did and did not mean less time,
+and global pooling's claim); and the post-training methods on the trained CNN with real bytes (``cnnlab compress``).
+The trained parts run on a reduced budget, which their verdicts state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cnnlab.compare import compare_layers, compare_models
+from cnnlab.compress.run import compress_run, read_compression
+from cnnlab.layers import DepthwiseConv2d, DepthwiseSeparableConv2d, channel_shuffle
+
+LAYERS = "cnnlab compare --layers --in-channels 16 --out-channels 32 --size 64"
+COMPACT = ("fmnist-cnn", "fmnist-separable", "fmnist-grouped", "fmnist-shuffle", "fmnist-gap")
+#: (epochs, training images) of the compact models' comparison: a reduced budget in both.
+COMPARE_BUDGET = {"quick": (1, 5_000), "full": (3, 20_000)}
+#: The post-training methods: (method, settings, the lecture's words).
+METHODS = [("prune", {"sparsity": 0.9}, "pruning: set near-zero weights to zero, fix these and retrain"),
+           ("cluster", {"bits": 4}, "quantization: map similar valued weights to the same value (16 shared values)"),
+           ("inq", {"bits": 5}, "incremental network quantization: powers of two (Zhou et al. 2017)"),
+           ("quantize", {}, "int8 post-training quantization"),
+           ("binarize", {"mode": "bwn"}, "binarization: binary weights that approximate the network (BWN)")]
+
+
+def run(s, ctx) -> None:
+    _layers(s)
+    _compact(s, ctx)
+    _compress(s, ctx)
+
+
+def _layers(s) -> None:
+    rows = {r["name"]: r for r in compare_layers(16, out_channels=32, size=64, batch=1, repeats=1, budget_s=0.01)}
+    sep = DepthwiseSeparableConv2d(16, 32)
+    s.exact("MobileNet: 16 3x3 depth-wise kernels", 144, rows["depthwise"]["params"], command=LAYERS)
+    s.exact("... 32 1x1 point-wise filters and 32 biases", [512, 32],
+            [sep.pointwise.weight.numel(), sep.pointwise.bias.numel()], command=LAYERS)
+    s.exact("... 688 parameters for the same output feature map size", 688, rows["depthwise-separable"]["params"],
+            command=LAYERS)
+    s.exact("... against 4,640 with the standard approach", 4_640, rows["conv3x3"]["params"], command=LAYERS)
+    s.shown("MACs per image: standard conv against depth-wise separable", lambda: [rows["conv3x3"]["macs"],
+            rows["depthwise-separable"]["macs"]], command=LAYERS)
+
+    def unmixed() -> bool:  # depth-wise: no information is mixed across channels
+        conv = DepthwiseConv2d(16, 3, padding=1)
+        x = torch.randn(1, 16, 8, 8, requires_grad=True)
+        conv(x)[0, 5].sum().backward()
+        return bool((x.grad[0].flatten(1).abs().sum(1) > 0).nonzero().flatten().tolist() == [5])
+
+    s.exact("depth-wise convolution: output channel c sees only input channel c", True, unmixed, command=LAYERS)
+    s.shown("group-wise convolution, the trade-off: parameters with 2 and 4 groups (standard: 4,640)",
+            [rows["grouped-g2"]["params"], rows["grouped-g4"]["params"]], command=LAYERS)
+    s.exact("ShuffleNet's shuffle with 4 groups of 2 channels: channel order after it", [0, 2, 4, 6, 1, 3, 5, 7],
+            lambda: channel_shuffle(torch.arange(8.0).view(1, 8, 1, 1), 4).flatten().int().tolist(),
+            command=LAYERS)
+    s.shown("pre-defined sparsity (4 of 9 kernel positions): parameters that can change the output, and MACs with "
+            "the zeros skipped", [rows["sparse-k4"]["effective_params"], rows["sparse-k4"]["macs"]], command=LAYERS)
+
+
+def _compact(s, ctx) -> None:
+    epochs, subset = COMPARE_BUDGET[ctx.budget]
+    budget = f"reduced budget: {epochs} epoch(s) on {subset:,} images each"
+    overrides = {"data_dir": ctx.data_dir} if ctx.data_dir is not None else {}
+    result = compare_models(COMPACT, epochs=epochs, subset=subset, out=ctx.out / "compare", overrides=overrides,
+                            overwrite=not ctx.reuse, log=ctx.log, progress=False)
+    rows = {r["name"]: r for r in result["rows"]}
+    command = f"cnnlab compare {' '.join(COMPACT)} --epochs {epochs} --subset {subset}"
+    base = rows["fmnist-cnn"]
+    for name in COMPACT[1:]:
+        r = rows[name]
+        s.shown(f"{name}: parameters, MACs and batch-256 latency as fractions of fmnist-cnn's, and test accuracy",
+                {"params": round(r["params"] / base["params"], 3), "macs": round(r["macs"] / base["macs"], 3),
+                 "latency": round(r["latency_ms_b256"] / base["latency_ms_b256"], 3),
+                 "accuracy": round(r["test_accuracy"], 4)}, command=command, budget=budget)
+    ratio = {n: (rows[n]["macs"] / base["macs"], rows[n]["latency_ms_b256"] / base["latency_ms_b256"])
+             for n in COMPACT[1:]}
+    s.shown("fewer MACs did not always mean less time: the compact models whose latency ratio to fmnist-cnn is more "
+            "than twice their MACs ratio", [n for n, (m, t) in ratio.items() if t > 2 * m], command=command)
+    gap, cnn = rows["fmnist-gap"]["test_accuracy"], base["test_accuracy"]
+    s.within("global pooling 'reduces the complexity of the dense classification network without sacrificing "
+             "performance': fmnist-gap's accuracy minus fmnist-cnn's", 0.0, round(gap - cnn, 4), tolerance=0.01,
+             command=command, budget=budget,
+             differs=f"on the {budget} the small head learns slower than the dense one; the claim is about trained "
+                     f"to convergence (bench/RESULTS.md compares them at full length)")
+
+
+def _compress(s, ctx) -> None:
+    run_dir = Path(next(r["run"] for r in ctx.fmnist()["rows"] if r["model"] == "fmnist-cnn"))
+    subset = 2_000 if ctx.quick else 10_000
+    budget = f"fine-tuned on {subset:,} training images" + (", latency not measured (quick budget)" if ctx.quick else "")
+    for method, settings, what in METHODS:
+        name = "-".join([method, *(f"{k}{v}" for k, v in settings.items())])
+        args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
+
+        def measured(method=method, settings=settings, out=ctx.out / "compress" / name) -> dict:
+            if ctx.reuse and (out / "metrics.json").is_file():
+                record = read_compression(out)
+            else:
+                record = compress_run(run_dir, method, settings=settings, out=out, overwrite=True, subset=subset,
+                                      measure=not ctx.quick, log=ctx.log)
+            row = {"size_ratio": round(record["size_ratio"], 2), "accuracy_drop": round(record["accuracy_drop_points"], 2)}
+            if record.get("speedup_b256") is not None:
+                row["speedup_b256"] = round(record["speedup_b256"], 2)
+            return row
+
+        s.shown(f"{what}: bytes (x smaller than the float model's), test accuracy drop (points)"
+                + ("" if ctx.quick else ", batch-256 speed-up"), measured,
+                command=f"cnnlab compress {run_dir} --method {method} {args}".rstrip(), budget=budget)

@@ -1,5 +1,5 @@
 # cnnlab: two commands.
-#   make run   set up, then train the lecture's CNN and MLP on Fashion-MNIST and print the comparison
+#   make run   set up, then reproduce the lecture (cnnlab lecture: runs/lecture/index.html and a scoreboard)
 #   make test  set up, then check the import contract (import-linter) and run the test suite
 # Both are idempotent: the virtual environment in .venv is reused while pyproject.toml is unchanged.
 
@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: run test setup data browser clean
 
 run: setup data
-	$(BIN)/cnnlab experiment fmnist
+	$(BIN)/cnnlab lecture
 
 test: setup data browser
 	$(BIN)/lint-imports --no-cache

@@ -19,7 +19,8 @@ from cnnlab._io import atomic_write_json, atomic_write_text
 from cnnlab._outdir import LECTURE, claim_output
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments import run_fmnist
-from cnnlab.lecture import conv_layer, convolution, fashion_mnist, pooling, reduced, visualization
+from cnnlab.lecture import (backprop, conv_layer, convolution, dims, fashion_mnist, pooling, reduced, structures,
+                             visualization)
 from cnnlab.lecture.checks import VERDICTS, Section
 
 __all__ = ["BUDGETS", "LectureContext", "LectureError", "SECTIONS", "format_scoreboard", "run_lecture"]
@@ -78,7 +79,10 @@ SECTIONS: list[tuple[str, str, Callable[[Section, LectureContext], None]]] = [
     ("pooling", "Pooling and stride", pooling.run),
     ("fashion-mnist", "The Fashion-MNIST example", fashion_mnist.run),
     ("visualization", "Visualization methods", visualization.run),
+    ("structures", "Some common CNN structures", structures.run),
     ("reduced", "Reduced complexity CNN architectures", reduced.run),
+    ("backprop", "Outline of back-propagation for CNNs", backprop.run),
+    ("dims", "1D and 3D convolutions", dims.run),
 ]
 
 

@@ -249,6 +249,9 @@ def test_the_convolution_step_by_step(client, image):
     assert d["output_shape"] == [28, 28]
     d = client.get("/api/conv?input=1 2 3;4 5 6;7 8 9&op=max&kernel_size=2&stride=1").json()
     assert d["output"] == [[5, 6], [8, 9]]
+    assert client.get("/api/conv?example=maxpool-3x3").json()["op"] == "max"  # the example's own op
+    assert client.get("/api/conv?example=sharpen&padding=0").json()["pads"] == [[0, 0], [0, 0]]  # 0 is a padding
+    assert client.get("/api/run").json()["example_ops"]["avgpool-3x3"] == "avg"
 
 
 @pytest.mark.parametrize("query,needle", [

@@ -160,7 +160,7 @@ def create_app(session: ExploreSession) -> FastAPI:
                                    faithfulness=faithfulness)
 
     @app.get("/api/conv", summary="A convolution or pooling step by step, with the output-size formula")
-    def conv(op: str = "correlate", input: str | None = None, image: str | None = None, kernel: str | None = None,
+    def conv(op: str | None = None, input: str | None = None, image: str | None = None, kernel: str | None = None,
              filter: int | None = None, example: str | None = None, kernel_size: str | None = None,
              stride: str | None = None, padding: str | None = None, dilation: str | None = None,
              padding_mode: str | None = None, value: float | None = None, ceil_mode: bool = False,
@@ -177,7 +177,8 @@ def create_app(session: ExploreSession) -> FastAPI:
         pad = padding if padding in (None, "", "valid", "same", "full") else ints(padding, "padding")
         return session.conv(op=op, input=input, image=image, kernel=kernel, filter=filter, example=example,
                             kernel_size=ints(kernel_size, "kernel_size"), stride=ints(stride, "stride"),
-                            padding=pad or None, dilation=ints(dilation, "dilation"), padding_mode=padding_mode or None,
+                            padding=None if pad == "" else pad, dilation=ints(dilation, "dilation"),
+                            padding_mode=padding_mode or None,
                             value=value, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
 
     @app.get("/api/filters", summary="The first conv layer's kernels")

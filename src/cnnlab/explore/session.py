@@ -142,6 +142,7 @@ class ExploreSession:
             "attributions": [m for m in ATTRIBUTIONS if self.has_gradients or m == "occlusion"],
             "history": (run.path / "history.csv").is_file(), "max_upload_bytes": MAX_UPLOAD_BYTES,
             "examples": {n: e.description for n, e in EXAMPLES.items()},
+            "example_ops": {n: e.op for n, e in EXAMPLES.items()},
         }
 
     def anatomy(self) -> dict[str, Any]:
@@ -166,6 +167,8 @@ class ExploreSession:
         """The decoded uint8 (C, H, W) input an id names."""
         with self._lock:
             x = self._images.get(image_id)
+            if x is not None:
+                self._images.move_to_end(image_id)  # in use: the last to be forgotten
         if x is None:
             raise NotFoundError(f"image {image_id!r} is not (or no longer) held by the explorer; send it again")
         return x
@@ -429,7 +432,7 @@ class ExploreSession:
              "png": _png(self._picture(data.test_x[i]))} for i in idx]}
 
     # ------------------------------------------------------------------------------------ the convolution
-    def conv(self, *, op: str = "correlate", input: str | None = None, image: str | None = None,
+    def conv(self, *, op: str | None = None, input: str | None = None, image: str | None = None,
              kernel: str | None = None, filter: int | None = None, example: str | None = None,
              kernel_size: int | Sequence[int] | None = None, stride: int | Sequence[int] | None = None,
              padding: str | int | Sequence[int] | None = None, dilation: int | Sequence[int] | None = None,
@@ -453,7 +456,7 @@ class ExploreSession:
             if not 0 <= filter < w.shape[0]:
                 raise ExploreError(f"filter {filter} does not exist; valid: 0-{w.shape[0] - 1}")
             k = w[filter, 0].numpy().astype(np.float64)
-        setup = conv_setup(x, k, op, example=example, kernel_size=kernel_size, stride=stride, padding=padding,
+        setup = conv_setup(x, k, op if op is not None or example is not None else "correlate", example=example, kernel_size=kernel_size, stride=stride, padding=padding,
                            dilation=dilation, padding_mode=padding_mode, value=value, ceil_mode=ceil_mode,
                            count_include_pad=count_include_pad)
         trace = trace2d(setup.x, setup.kernel, setup.op, **setup.options)

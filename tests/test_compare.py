@@ -179,6 +179,27 @@ def test_compare_models_reuses_finished_runs(compared, fake_fmnist_dir):
     assert json.loads((out / "compare.json").read_text())["rows"][0]["how"] == "reused"
 
 
+def test_a_stored_comparison_is_returned_untimed_only_when_asked_and_it_matches(compared, fake_fmnist_dir,
+                                                                                monkeypatch):
+    out, _, _ = compared
+    kw = dict(epochs=1, subset=256, out=out, overrides=_recipe(fake_fmnist_dir), threads=1, latency_repeats=2,
+              log=lambda _: None)
+    stored = compare_models(["mlp"], **kw)  # compare.json now compares mlp alone
+
+    def no_timing(*a, **k):
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr("cnnlab.compare.measure_latency", no_timing)
+    lines: list[str] = []
+    again = compare_models(["mlp"], **kw | {"log": lines.append}, remeasure=False)
+    assert again["rows"] == stored["rows"] and again["date"] == stored["date"]
+    assert any(ln.startswith("reused ") and "compare.json" in ln for ln in lines)
+    with pytest.raises(AssertionError, match="timed again"):  # other names: the stored table does not answer
+        compare_models(["mlp", "gap-cnn"], **kw, remeasure=False)
+    with pytest.raises(AssertionError, match="timed again"):  # remeasure (the default) always times
+        compare_models(["mlp"], **kw)
+
+
 def test_a_run_of_another_recipe_is_refused_not_reused(compared, fake_fmnist_dir):
     out, _, _ = compared
     from cnnlab.train.reuse import RecipeMismatchError

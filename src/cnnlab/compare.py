@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import time
 from dataclasses import replace
@@ -90,6 +91,7 @@ def compare_models(
     channels_last: bool | None = None,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    remeasure: bool = True,
 ) -> dict[str, Any]:
     """Train each registered model in ``names`` with one recipe and measure it; write
     ``out/compare.json``, ``out/compare.md`` and ``out/compare.png``; return the comparison.
@@ -104,6 +106,9 @@ def compare_models(
     A reused run keeps the time per epoch it was trained in; its thread count is in ``train_threads``.
     ``channels_last``: the memory format latency is measured in (default: the one the run trained in,
     see :func:`measure_latency`). ``latency_repeats``: timed passes per latency (default adaptive).
+    ``remeasure`` False: when every run is reused and ``out/compare.json`` holds these names with this
+    recipe, that comparison is returned as it stands (its latencies from when it was written; its rows'
+    ``how`` becomes ``reused``) instead of timing every model again.
 
     Each row: ``name``, ``description``, ``params`` (trainable), ``macs`` (one sample, at the size the
     model was trained on), ``latency_ms_b1`` / ``latency_ms_b256`` (median; ``latency_min_ms_*`` the
@@ -142,12 +147,19 @@ def compare_models(
             log(f"warning: {warning}")
         threads_before = torch.get_num_threads()
         rows: list[dict[str, Any]] = []
+        recipe = {k: v for k, v in cfgs[0].to_dict().items() if k != "model"}
         try:
             torch.set_num_threads(threads)
-            for cfg in cfgs:
-                path = out / cfg.model
-                metrics, how = fit_or_reuse(replace(cfg), path, overwrite=overwrite, log=log, progress=progress)
-                rows.append(_measure_run(cfg.model, path, metrics, how, threads, latency_repeats, channels_last, log))
+            fitted = [(cfg, *fit_or_reuse(replace(cfg), out / cfg.model, overwrite=overwrite, log=log,
+                                          progress=progress)) for cfg in cfgs]
+            if not remeasure and all(how == "reused" for _, _, how in fitted):
+                stored = _stored_comparison(out, [cfg.model for cfg in cfgs], recipe)
+                if stored is not None:
+                    log(f"reused {out / 'compare.json'} (measured {stored.get('date', '?')})")
+                    return stored
+            for cfg, metrics, how in fitted:
+                rows.append(_measure_run(cfg.model, out / cfg.model, metrics, how, threads, latency_repeats,
+                                         channels_last, log))
         finally:
             torch.set_num_threads(threads_before)
 
@@ -159,7 +171,6 @@ def compare_models(
         info = machine_info()
         info["torch_threads"] = threads
         info["busy_warning"] = warning
-        recipe = {k: v for k, v in cfgs[0].to_dict().items() if k != "model"}
         result = {"rows": rows, "recipe": recipe, "threads": threads, "latency_batches": list(LATENCY_BATCHES),
                   "machine": info, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         atomic_write_json(out / "compare.json", result)
@@ -167,6 +178,20 @@ def compare_models(
         plot_compare(result, out / "compare.png")
         log(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
         return result
+
+
+def _stored_comparison(out: Path, names: list[str], recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """``out/compare.json`` when it compares exactly ``names`` with ``recipe``, its rows marked reused; else None."""
+    try:
+        stored = json.loads((out / "compare.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(stored, dict) or stored.get("recipe") != json.loads(json.dumps(recipe))
+            or [r.get("name") for r in stored.get("rows", [])] != names):
+        return None
+    for r in stored["rows"]:
+        r["how"] = "reused"
+    return stored
 
 
 def _measure_run(name: str, path: Path, metrics: dict[str, Any], how: str, threads: int, repeats: int | None,

@@ -350,6 +350,16 @@ def test_an_int8_run_has_no_gradient_views(quantized):
     assert quantized.get(f"/api/predict?image={image}").status_code == 200
 
 
+def test_an_int8_run_shows_its_dequantized_first_layer_filters(quantized, client):
+    assert quantized.get("/api/run").json()["filters"] is True
+    q, f = quantized.get("/api/filters").json(), client.get("/api/filters").json()
+    assert f["layer"] == "features.block1.conv1" and q["layer"].endswith(f["layer"])  # inside the int8 wrapper
+    assert q["shape"] == f["shape"] == [32, 1, 3, 3]
+    assert 0 < q["range"][1] <= f["range"][1] * 1.05  # per-channel int8: the float kernels' scale, rounded
+    step = quantized.get("/api/conv?image=" + quantized.post("/api/images/test/0").json()["image"] + "&filter=3")
+    assert step.status_code == 200 and step.json()["kernel"] != [[0.0] * 3] * 3
+
+
 @pytest.fixture(scope="module")
 def rgb(tmp_path_factory):
     folder = write_folder(tmp_path_factory.mktemp("explore-shapes") / "shapes", per_class=16)

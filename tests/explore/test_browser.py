@@ -347,6 +347,12 @@ def test_a_merge_names_where_it_comes_from(browser, tmp_path_factory):
         adds = {layer["name"]: graph[layer["inputs"][0]]["inputs"] for layer in layers
                 if len(layer["inputs"]) == 1 and graph[layer["inputs"][0]]["kind"] == "function"}
         assert adds  # the residual blocks' adds
+        for layer in layers:  # the server resolves a function node to its own inputs; the page only draws them
+            if layer["name"] in adds:
+                node = graph[layer["inputs"][0]]
+                assert layer["sources"] == [{"name": node["name"], "op": node["type"], "inputs": adds[layer["name"]]}]
+            else:
+                assert layer["sources"] == [{"name": n} for n in layer["inputs"]]
         merged = t.page.locator("#layers .layer-row.merge").evaluate_all("rs => rs.map(r => r.dataset.layer)")
         assert set(merged) == set(adds)
         name, sources = next(iter(adds.items()))
@@ -374,6 +380,8 @@ def test_an_int8_run_says_which_views_need_gradients(browser, server, tmp_path_f
         t.page.wait_for_selector('#view-attribution[data-method="occlusion"]', state="attached")
         t.show("learned")
         assert "needs gradients: this int8 run has none" in t.page.inner_text("[data-testid=max-no-gradients]")
+        t.page.wait_for_selector("#filters [data-testid=filter]")  # its int8 kernels, dequantized, are shown
+        assert "int8 kernels, dequantized" in t.page.inner_text("#filters-layer")
         assert not t.page.is_visible("#max-go")
         t.show("anatomy")
         assert not any("/api/unit" in u or "/api/maximize" in u or "method=gradcam" in u for u in t.requests)

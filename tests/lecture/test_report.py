@@ -36,6 +36,14 @@ def test_a_check_that_raises_fails_alone(section):
     assert boom.verdict == "failed" and boom.explanation == "failed: ZeroDivisionError: division by zero"
 
 
+def test_values_are_shown_compactly():
+    assert report._fmt(8_590_065_664) == "8,590,065,664" and report._fmt(0.93512) == "0.9351"
+    assert report._fmt([[12, 12, 17], [10, 17, 19]]) == "[12, 12, 17; 10, 17, 19]"
+    assert report._fmt({"params": 0.123, "ok": True}) == "{params: 0.123, ok: True}"
+    assert report._fmt(list(range(20))) == "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ... (8 more)]"
+    assert report._fmt(None) == "" and report._fmt("text") == "text"
+
+
 def _demo(s, ctx):
     s.exact("two", 2, lambda: 1 + 1, command="cnnlab conv --example sharpen")
     if ctx.budget == "quick":

@@ -48,16 +48,6 @@ def _add_conv_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=_positive_float, default=1.5, help="animation frames per second (1.5)")
 
 
-def _ints(s: str | None, flag: str):
-    if s is None:
-        return None
-    try:
-        v = tuple(int(p) for p in s.replace("x", ",").split(","))
-    except ValueError:
-        raise BadInput(f"{flag} must be an integer or comma-separated integers; got {s!r}") from None
-    return v[0] if len(v) == 1 else v
-
-
 #: The flag of each parameter of ``ops.conv_setup`` (its errors name parameters; this command's name flags).
 _FLAGS = {"x": "--input", "kernel": "--kernel", "example": "--example", "op": "--op", "kernel_size": "--size",
           "stride": "--stride", "padding": "--padding", "dilation": "--dilation", "padding_mode": "--padding-mode",
@@ -65,7 +55,7 @@ _FLAGS = {"x": "--input", "kernel": "--kernel", "example": "--example", "op": "-
 
 
 def run(a: argparse.Namespace) -> int:
-    from cnnlab.ops import OptionsError, conv_setup, trace2d
+    from cnnlab.ops import OptionsError, conv_setup, parse_ints, parse_padding, trace2d
     from cnnlab.ops.examples import EXAMPLES
     from cnnlab.ops.matrix import format_matrix, load_matrix
     from cnnlab.ops.steps import check_trace2d
@@ -75,11 +65,11 @@ def run(a: argparse.Namespace) -> int:
             print(f"{name:15s} {ex.description}")
         return 0
     try:
-        padding = a.padding if a.padding in (None, "valid", "same", "full") else _ints(a.padding, "--padding")
+        padding = parse_padding(a.padding)
         setup = conv_setup(None if a.input is None else load_matrix(a.input, "--input"),
                            None if a.kernel is None else load_matrix(a.kernel, "--kernel"), a.op,
-                           example=a.example, kernel_size=_ints(a.size, "--size"), stride=_ints(a.stride, "--stride"),
-                           padding=padding, dilation=_ints(a.dilation, "--dilation"), padding_mode=a.padding_mode,
+                           example=a.example, kernel_size=parse_ints(a.size, "kernel_size"), stride=parse_ints(a.stride, "stride"),
+                           padding=padding, dilation=parse_ints(a.dilation, "dilation"), padding_mode=a.padding_mode,
                            value=a.value, ceil_mode=a.ceil_mode, count_include_pad=not a.exclude_pad)
         x, kernel, op, options, example = setup
         if a.json:  # the trace, its dict and the JSON text, before any of them is made

@@ -72,6 +72,22 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
     return (x.float() - m) / s
 
 
+def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """The inverse of :func:`normalize` for display: normalised float (..., C, H, W) -> ``x * std + mean``
+    per channel, clamped to the picture's [0, 1]."""
+    shape = (-1, 1, 1)
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(shape)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(shape)
+    return (x.detach().float() * s + m).clamp(0, 1)
+
+
+def input_range(mean: Sequence[float], std: Sequence[float]) -> tuple[float, float]:
+    """The interval every normalised value of a [0, 1] picture lies in, over all channels:
+    ``(min (0 - mean) / std, max (1 - mean) / std)`` -- the bound an optimised input must stay inside to
+    remain an image the model could be shown."""
+    return (min((0.0 - m) / s for m, s in zip(mean, std)), max((1.0 - m) / s for m, s in zip(mean, std)))
+
+
 class BatchLoader:
     """Iterate over (images, labels) batches of an in-memory uint8 dataset.
 

@@ -21,7 +21,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnlab.errors import CnnlabError
-from cnnlab.explore.session import MAX_UPLOAD_BYTES, ExploreError, ExploreSession, NoGradientsError, NotFoundError
+from cnnlab.explore.session import MAX_UPLOAD_BYTES, ExploreSession, NoGradientsError, NotFoundError
+from cnnlab.ops import parse_ints, parse_padding
 
 __all__ = ["create_app", "STATIC_FILES"]
 
@@ -165,19 +166,9 @@ def create_app(session: ExploreSession) -> FastAPI:
              stride: str | None = None, padding: str | None = None, dilation: str | None = None,
              padding_mode: str | None = None, value: float | None = None, ceil_mode: bool = False,
              count_include_pad: bool = True) -> dict[str, Any]:
-        def ints(text: str | None, name: str):
-            if text is None or text == "":
-                return None
-            try:
-                v = tuple(int(p) for p in text.replace("x", ",").split(","))
-            except ValueError:
-                raise ExploreError(f"{name} must be an integer or comma-separated integers, got {text!r}") from None
-            return v[0] if len(v) == 1 else v
-
-        pad = padding if padding in (None, "", "valid", "same", "full") else ints(padding, "padding")
         return session.conv(op=op, input=input, image=image, kernel=kernel, filter=filter, example=example,
-                            kernel_size=ints(kernel_size, "kernel_size"), stride=ints(stride, "stride"),
-                            padding=None if pad == "" else pad, dilation=ints(dilation, "dilation"),
+                            kernel_size=parse_ints(kernel_size, "kernel_size"), stride=parse_ints(stride, "stride"),
+                            padding=parse_padding(padding), dilation=parse_ints(dilation, "dilation"),
                             padding_mode=padding_mode or None,
                             value=value, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
 

@@ -30,13 +30,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnlab.analysis import FieldError, field_report, summarize
-from cnnlab.data import load_drawing, load_run_image, normalize
+from cnnlab.data import denormalize, input_range, load_drawing, load_run_image, normalize
 from cnnlab.errors import CnnlabError
 from cnnlab.ops import conv_output_size, conv_setup, pool_output_size, trace2d
 from cnnlab.ops.examples import EXAMPLES
 from cnnlab.ops.matrix import parse_matrix
 from cnnlab.runs import load_run
-from cnnlab.viz import (VizError, conv_layer, conv_layers, effective_receptive_field, filters, grad_cam,
+from cnnlab.viz import (VizError, conv_layer, conv_layers, effective_receptive_field, filters, grad_cam, has_filters,
                         integrated_gradients, layer_outputs, maximize_activation, occlusion, saliency, untouched)
 from cnnlab.viz.attribution import black
 from cnnlab.viz.faithfulness import deletion_insertion
@@ -137,7 +137,7 @@ class ExploreSession:
             "kind": "compressed" if self.compression else "transfer" if self.spec.get("transfer") else "trained",
             "compression": self.compression, "has_gradients": self.has_gradients,
             "input_size": list(self.input_size), "classes": self.classes, "mean": self.mean, "std": self.std,
-            "dataset": self.info.get("name"), "conv_layers": self._convs,
+            "dataset": self.info.get("name"), "conv_layers": self._convs, "filters": has_filters(self.model),
             "default_layer": conv_layer(self.model, None)[0] if self._convs else None,
             "attributions": [m for m in ATTRIBUTIONS if self.has_gradients or m == "occlusion"],
             "history": (run.path / "history.csv").is_file(), "max_upload_bytes": MAX_UPLOAD_BYTES,
@@ -227,12 +227,21 @@ class ExploreSession:
 
     def activations(self, image_id: str) -> dict[str, Any]:
         """Every layer's output for the image, in the order they ran: a sprite of its maps (or a strip for a
-        vector), with the summary row's type, shape, parameters and MACs, and the graph's inputs."""
+        vector), with the summary row's type, shape, parameters and MACs, the graph's inputs, and its
+        ``sources``: each input as ``{"name"}``, or, where it is a function node of the graph (add, cat: no
+        module, so no maps of its own), ``{"name", "op", "inputs"}`` with that node's own inputs."""
         x = self._normalised(image_id)
         with self._lock:
             outputs = layer_outputs(self.model, x)
         rows = {r.name: r for r in self.summary.rows} if self.summary is not None else {}
         index = {r.name: i for i, r in enumerate(self.summary.rows)} if self.summary is not None else {}
+
+        def source(name: str) -> dict[str, Any]:
+            node = rows.get(name)
+            if name not in outputs and node is not None and node.kind == "function" and node.inputs:
+                return {"name": name, "op": node.type, "inputs": list(node.inputs)}
+            return {"name": name}
+
         layers = []
         for name, out in outputs.items():
             row = rows.get(name)
@@ -241,6 +250,7 @@ class ExploreSession:
                            "shape": list(out.shape), "params": row.params if row else None,
                            "macs": row.macs if row else None,
                            "inputs": list(row.inputs) if row else [], "row": index.get(name),
+                           "sources": [source(n) for n in row.inputs] if row else [],
                            "spatial": out.dim() == 3, **_sprite(maps)})
         return {"image": image_id, "layers": layers}
 
@@ -317,8 +327,9 @@ class ExploreSession:
 
     # ------------------------------------------------------------------------------------ what it learned
     def filters(self) -> dict[str, Any]:
-        """The first conv layer's kernels (pictures for 1 or 3 input channels, else their norm)."""
-        if not conv_layers(self.model):
+        """The first conv layer's kernels (pictures for 1 or 3 input channels, else their norm; an int8 run's
+        dequantized)."""
+        if not has_filters(self.model):
             raise ExploreError(f"{self.spec.get('name')} has no conv layer")
         name, w = filters(self.model, None)
         m = float(w.abs().max()) or 1.0  # one symmetric scale: grey is 0
@@ -354,15 +365,13 @@ class ExploreSession:
         return {k: v for k, v in job.items() if k != "thread"}
 
     def _maximize_job(self, job: dict[str, Any], steps: int) -> None:
-        valid = (min((0 - mu) / sd for mu, sd in zip(self.mean, self.std)),
-                 max((1 - mu) / sd for mu, sd in zip(self.mean, self.std)))
+        valid = input_range(self.mean, self.std)
         try:
             with self._job_lock:
                 res = maximize_activation(self._job_model, job["layer"], [job["channel"]], self.input_size,
                                           input_range=valid, steps=steps,
                                           progress=lambda f: job.__setitem__("progress", round(f, 3)))
-            img = res.images[0] * torch.tensor(self.std).view(-1, 1, 1) + torch.tensor(self.mean).view(-1, 1, 1)
-            a = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+            a = (denormalize(res.images[0], self.mean, self.std) * 255).round().to(torch.uint8)
             gain = float(res.gain[0])
             job.update(png=_png(self._picture(a)), gain=gain if math.isfinite(gain) else None, progress=1.0)
             job["status"] = "done"
@@ -450,7 +459,7 @@ class ExploreSession:
         if kernel is not None:
             k = parse_matrix(kernel, "kernel")
         elif filter is not None:
-            if not conv_layers(self.model):
+            if not has_filters(self.model):
                 raise ExploreError("this model has no conv layer to take a filter from")
             _, w = filters(self.model, None, mode="channels")
             if not 0 <= filter < w.shape[0]:

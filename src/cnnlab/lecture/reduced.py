@@ -65,7 +65,8 @@ def _compact(s, ctx) -> None:
     budget = f"reduced budget: {epochs} epoch(s) on {subset:,} images each"
     overrides = {"data_dir": ctx.data_dir} if ctx.data_dir is not None else {}
     result = compare_models(COMPACT, epochs=epochs, subset=subset, out=ctx.out / "compare", overrides=overrides,
-                            overwrite=not ctx.reuse, log=ctx.log, progress=False)
+                            overwrite=not ctx.reuse, log=ctx.log, progress=False,
+                            remeasure=not ctx.reuse)
     rows = {r["name"]: r for r in result["rows"]}
     command = f"cnnlab compare {' '.join(COMPACT)} --epochs {epochs} --subset {subset}"
     base = rows["fmnist-cnn"]

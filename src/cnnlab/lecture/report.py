@@ -138,14 +138,33 @@ def format_scoreboard(result: dict[str, Any]) -> str:
     return "\n".join(lines + failed)
 
 
+#: Items of a list shown in the page's table; the rest are counted (lecture.json keeps every one).
+_SHOWN_ITEMS = 12
+
+
 def _fmt(v: Any) -> str:
+    """A value as the page's table shows it: numbers with separators, a matrix row by row (``[1, 2; 3, 4]``),
+    a mapping as ``key: value``, and a long list cut to its first items and a count of the rest."""
     if v is None:
         return ""
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
-    if isinstance(v, int) and not isinstance(v, bool):
+    if isinstance(v, int):
         return f"{v:,}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        if v and all(isinstance(r, (list, tuple)) and r and not isinstance(r[0], (list, tuple, dict)) for r in v):
+            inner = [", ".join(_fmt(x) for x in r) for r in v]  # a matrix: its rows, split by ;
+            return "[" + "; ".join(inner[:_SHOWN_ITEMS]) + _more(len(v), "more rows") + "]"
+        return "[" + ", ".join(_fmt(x) for x in v[:_SHOWN_ITEMS]) + _more(len(v), "more") + "]"
     return str(v)
+
+
+def _more(n: int, what: str) -> str:
+    return f", ... ({n - _SHOWN_ITEMS} {what})" if n > _SHOWN_ITEMS else ""
 
 
 def _markdown(result: dict[str, Any]) -> str:

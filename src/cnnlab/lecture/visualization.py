@@ -11,7 +11,7 @@ import torch
 
 from cnnlab._plot import new_figure
 from cnnlab.analysis import summarize
-from cnnlab.data import normalize
+from cnnlab.data import denormalize, input_range, normalize
 from cnnlab.models import create_model
 from cnnlab.train import TrainConfig
 from cnnlab.runs import load_run
@@ -75,12 +75,12 @@ def _visualize(s, ctx, run_dir: Path, key: str, what: str, budget: str | None) -
     last = list(conv_layers(model))[-1]
     width = conv_layers(model)[last].out_channels
     channels = [16, 71, 121] if width > 121 else [c * width // 4 for c in (1, 2, 3)]  # the lecture's, where they exist
-    valid = (min((0 - m) / d for m, d in zip(mean, std)), max((1 - m) / d for m, d in zip(mean, std)))
+    valid = input_range(mean, std)
     act = activation_after(model, last, x)  # the conv's ReLU, as viz does: a linear map is maximised by a flat image
     res = maximize_activation(model, act or last, channels, tuple(x.shape[1:]), input_range=valid)
     fig, axes = new_figure(1, len(channels), figsize=(2.2 * len(channels), 2.5))
     for ax, img, c, g in zip(np.atleast_1d(axes), res.images, channels, res.gain):
-        shown = (img * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)).clamp(0, 1)
+        shown = denormalize(img, mean, std)
         ax.imshow(shown[0].numpy() if shown.shape[0] == 1 else shown.permute(1, 2, 0).numpy(), cmap="gray")
         ax.set_title(f"channel {c}: x{float(g):.0f}", fontsize=8)
         ax.set_axis_off()
@@ -94,7 +94,7 @@ def _visualize(s, ctx, run_dir: Path, key: str, what: str, budget: str | None) -
     targets = list(range(min(len(classes), 4)))
     cams = [grad_cam(model, x, torch.tensor([t]))[0] for t in targets]
     fig, axes = new_figure(1, len(targets), figsize=(2.2 * len(targets), 2.5))
-    picture = (x[0] * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)).clamp(0, 1)
+    picture = denormalize(x[0], mean, std)
     for ax, t, cam in zip(np.atleast_1d(axes), targets, cams):
         ax.imshow(picture[0].numpy() if picture.shape[0] == 1 else picture.permute(1, 2, 0).numpy(), cmap="gray")
         ax.imshow(cam.numpy(), cmap="jet", alpha=0.45)

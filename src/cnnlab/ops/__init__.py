@@ -15,7 +15,7 @@ from cnnlab.ops.conv import (conv1d, conv1d_backward, conv2d, conv2d_backward, c
                              conv_nd_backward, convolve, convolve1d, convolve2d, convolve3d, correlate,
                              correlate1d, correlate2d, correlate3d)
 from cnnlab.ops.limits import MEMORY_LIMIT, MemoryLimitError
-from cnnlab.ops.options import ConvSetup, OptionsError, conv_options, conv_setup
+from cnnlab.ops.options import ConvSetup, OptionsError, conv_options, conv_setup, parse_ints, parse_padding
 from cnnlab.ops.pad import pad, pad_backward
 from cnnlab.ops.pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d, global_max_pool2d, max_pool2d,
                              max_pool2d_backward)
@@ -36,7 +36,7 @@ __all__ = [
     "conv_nd_backward", "max_pool2d", "avg_pool2d", "max_pool2d_backward", "avg_pool2d_backward",
     "global_avg_pool2d", "global_max_pool2d", "conv_output_size", "pool_output_size",
     "conv_transpose_output_size", "Step", "Trace", "trace2d", "check_trace2d", "MEMORY_LIMIT", "MemoryLimitError",
-    "ConvSetup", "OptionsError", "conv_options", "conv_setup",
+    "ConvSetup", "OptionsError", "conv_options", "conv_setup", "parse_ints", "parse_padding",
     *_LAZY,
 ]
 

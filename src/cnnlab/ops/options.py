@@ -19,7 +19,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.ops.examples import EXAMPLES, Example
 from cnnlab.ops.steps import OPS
 
-__all__ = ["ConvSetup", "OptionsError", "conv_options", "conv_setup"]
+__all__ = ["ConvSetup", "OptionsError", "conv_options", "conv_setup", "parse_ints", "parse_padding"]
 
 _POOLS = ("max", "avg")
 _CONV_ONLY = ("padding_mode", "value")
@@ -52,6 +52,24 @@ def _listed(params: list[str]) -> str:
     slots = [f"{{{p}}}" for p in params]
     text = slots[0] if len(slots) == 1 else ", ".join(slots[:-1]) + " and " + slots[-1]
     return text + (" applies" if len(slots) == 1 else " apply")
+
+
+def parse_ints(text: str | None, param: str) -> int | tuple[int, ...] | None:
+    """A size, stride or dilation as typed: ``"3"`` -> 3, ``"3,2"`` or ``"3x2"`` -> (3, 2); ``None`` or ``""``
+    -> ``None``. Raises :class:`OptionsError` naming ``param``."""
+    if text is None or text == "":
+        return None
+    try:
+        v = tuple(int(p) for p in text.replace("x", ",").split(","))
+    except ValueError:
+        raise OptionsError(f"{{{param}}} must be an integer or comma-separated integers; got {_literal(repr(text))}",
+                           param) from None
+    return v[0] if len(v) == 1 else v
+
+
+def parse_padding(text: str | None, param: str = "padding") -> str | int | tuple[int, ...] | None:
+    """A padding as typed: ``valid``, ``same`` or ``full`` as they are, else :func:`parse_ints`."""
+    return text if text in ("valid", "same", "full") else parse_ints(text, param)
 
 
 def _check_op(op: str) -> None:

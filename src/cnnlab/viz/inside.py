@@ -11,7 +11,7 @@ from cnnlab.viz._state import VizError, device_of, untouched
 from cnnlab.viz.layers import conv_layer, conv_layers
 from cnnlab.viz.layers import layer as find_layer
 
-__all__ = ["effective_receptive_field", "layer_outputs", "filters", "feature_maps"]
+__all__ = ["effective_receptive_field", "layer_outputs", "filters", "feature_maps", "has_filters"]
 
 
 def filters(model: nn.Module, layer: str | None = None, mode: str = "auto") -> tuple[str, torch.Tensor]:
@@ -20,10 +20,10 @@ def filters(model: nn.Module, layer: str | None = None, mode: str = "auto") -> t
     ``mode``: ``pictures`` gives (O, C, kH, kW) with C in {1, 3} (a first layer's filters are images of
     what they respond to); ``channels`` gives (O * C, 1, kH, kW), every input channel's slice;
     ``norm`` gives (O, 1, kH, kW), the L2 norm over input channels (where a deep filter looks).
-    ``auto``: pictures for 1 or 3 input channels (per group), else norm.
+    ``auto``: pictures for 1 or 3 input channels (per group), else norm. An int8 model's (``torch.ao``
+    quantized) convs are read too: their integer kernels dequantized, the values the model computes with.
     """
-    name, conv = conv_layer(model, layer, default="first")
-    w = conv.weight.detach().float().cpu()
+    name, w = _kernels(model, layer)
     c = w.shape[1]
     if mode == "auto":
         mode = "pictures" if c in (1, 3) else "norm"
@@ -37,6 +37,29 @@ def filters(model: nn.Module, layer: str | None = None, mode: str = "auto") -> t
     if mode == "norm":
         return name, w.pow(2).sum(1, keepdim=True).sqrt()
     raise VizError(f"mode must be one of auto, pictures, channels, norm; got {mode!r}")
+
+
+def _quantized_convs(model: nn.Module) -> dict[str, nn.Module]:
+    from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
+
+    return {name: m for name, m in model.named_modules() if isinstance(m, QuantizedConv2d)}
+
+
+def _kernels(model: nn.Module, layer: str | None) -> tuple[str, torch.Tensor]:
+    """The (O, C, kH, kW) float kernels of conv ``layer`` (default: the first), a quantized one's dequantized."""
+    quantized = _quantized_convs(model) if not conv_layers(model) else {}
+    if not quantized:
+        name, conv = conv_layer(model, layer, default="first")
+        return name, conv.weight.detach().float().cpu()
+    name = next(iter(quantized)) if layer is None else layer
+    if name not in quantized:
+        raise VizError(f"{name!r} is not a conv layer; conv layers: {', '.join(quantized)}")
+    return name, quantized[name].weight().dequantize().float().cpu()
+
+
+def has_filters(model: nn.Module) -> bool:
+    """Whether :func:`filters` has a conv layer of ``model`` to read: a float one or an int8 one."""
+    return bool(conv_layers(model) or _quantized_convs(model))
 
 
 def feature_maps(model: nn.Module, image: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from cnnlab._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from cnnlab._outdir import VIZ, claim_output
 from cnnlab._plot import figure, save_figure
-from cnnlab.data import load_run_image, normalize
+from cnnlab.data import denormalize, input_range, load_run_image, normalize
 from cnnlab.runs import load_run
 from cnnlab.viz._state import VizError
 from cnnlab.viz.attribution import black, grad_cam, integrated_gradients, occlusion, saliency, targets_for
@@ -70,8 +70,7 @@ def _save_grid(path: Path, panels: Sequence[np.ndarray], titles: Sequence[str], 
 
 def _display(x: torch.Tensor, mean, std) -> np.ndarray:
     """Normalised (C, H, W) back to a [0, 1] picture, (H, W) or (H, W, 3)."""
-    img = x.detach().cpu().float() * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
-    img = img.clamp(0, 1).numpy()
+    img = denormalize(x.cpu(), mean, std).numpy()
     return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
 
 
@@ -191,7 +190,7 @@ def _feature_maps(v: _Context) -> None:
 def _maximize(v: _Context) -> None:
     lname = v.layer or v.gc_name
     k = min(16, conv_layers(v.model)[lname].out_channels)
-    valid = (min((0 - mu) / sd for mu, sd in zip(v.mean, v.std)), max((1 - mu) / sd for mu, sd in zip(v.mean, v.std)))
+    valid = input_range(v.mean, v.std)
     # the conv's activation (its ReLU, as Keras' Conv2D(activation="relu") outputs), not the raw linear
     # map: a linear map's spatial mean only sees the image's mean, so nothing but a flat image maximises it
     act = activation_after(v.model, lname, v.images[:1])

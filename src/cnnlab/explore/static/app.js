@@ -430,11 +430,7 @@ async function renderOverview() {
   state.layers = d.layers;
   state.sprites = new Map(d.layers.map((l, i) => [l.name, pixels[i]]));
   const signature = d.layers.map((l) => `${l.name}:${l.shape}`).join('|');
-  if (box.dataset.signature !== signature) {
-    const graph = await loadGraph(d.layers);
-    if (seq !== overviewSeq) return;
-    buildLayerRows(d.layers, signature, graph);
-  }
+  if (box.dataset.signature !== signature) buildLayerRows(d.layers, signature);
   paintInputRow();
   for (const l of d.layers) paintLayerMaps(l, $(`.layer-row[data-layer="${CSS.escape(l.name)}"] .maps`, box), false);
   if (state.detail) openLayer(state.detail, false);
@@ -444,7 +440,7 @@ async function renderOverview() {
 }
 
 /** One row per layer (the input first): its label, then its channel maps (or a strip for a vector). */
-function buildLayerRows(layers, signature, graph) {
+function buildLayerRows(layers, signature) {
   const box = $('#layers');
   const names = new Set(['input', ...layers.map((l) => l.name)]);
   const rows = [el('div', { class: 'layer-row', dataset: { layer: 'input', testid: 'layer-row' } },
@@ -456,7 +452,7 @@ function buildLayerRows(layers, signature, graph) {
   ];
   layers.forEach((l, i) => {
     const previous = i === 0 ? 'input' : layers[i - 1].name;
-    const parts = resolveInputs(l, graph, names);
+    const parts = l.sources || [];
     rows.push(el('div', { class: `layer-row${isMerge(parts) ? ' merge' : ''}`, dataset: { layer: l.name, testid: 'layer-row' } },
       el('button', { type: 'button', class: 'layer-head', dataset: { testid: 'layer-head', layer: l.name },
         title: `${l.name}: click to see every channel large`, onclick: () => openLayer(l.name, true) },
@@ -471,28 +467,10 @@ function buildLayerRows(layers, signature, graph) {
   box.dataset.signature = signature;
 }
 
-/** The traced graph (the anatomy's layers by name, function nodes such as add and cat included), fetched once;
- * empty when the run cannot be traced. */
+/** The traced graph (the anatomy's table), fetched once per run. */
 let anatomyPromise = null;
 const loadAnatomy = () => (anatomyPromise = anatomyPromise || api('/api/anatomy'));
-async function loadGraph(layers) {
-  if (!layers.some((l) => l.row != null)) return new Map(); // no summary: nothing to ask for
-  try {
-    return new Map((await loadAnatomy()).layers.map((l) => [l.name, l]));
-  } catch (e) {
-    return new Map();
-  }
-}
-
-/** A layer's sources, with a function node of the graph (add, cat: no module, so no maps of its own) replaced
- * by the op and its own sources. */
-function resolveInputs(layer, graph, names) {
-  return (layer.inputs || []).map((name) => {
-    const node = graph.get(name);
-    return !names.has(name) && node && node.kind === 'function' && node.inputs.length
-      ? { name, op: node.type, inputs: node.inputs } : { name };
-  });
-}
+/** A merge: several sources, or one that is a function node (add, cat) of several. */
 const isMerge = (parts) => parts.length > 1 || parts.some((p) => p.inputs && p.inputs.length > 1);
 /** Names shortened for a label: without the dotted prefix they share (one alone: its last two parts). */
 function shortNames(names) {
@@ -1282,9 +1260,8 @@ async function maximize() {
 
 async function loadFilters() {
   const box = $('#filters');
-  if (!state.run.conv_layers.length) { // an int8 run: its kernels are packed integers the API does not show
-    box.replaceChildren(el('p', { class: 'muted', text: state.run.has_gradients
-      ? 'this model has no conv layer' : 'an int8 run has no float conv layer whose filters could be shown' }));
+  if (!state.run.filters) {
+    box.replaceChildren(el('p', { class: 'muted', text: 'this model has no conv layer' }));
     return;
   }
   let d;
@@ -1305,7 +1282,8 @@ async function loadFilters() {
       title: `filter ${i}: click to run it over the current image in the convolution view`,
       onclick: () => convWithFilter(i) }, c, el('span', { text: String(i) }));
   }));
-  $('#filters-layer').textContent = `${d.layer}, ${d.shape.join('×')}`;
+  $('#filters-layer').textContent = `${d.layer}, ${d.shape.join('×')}${state.run.compression === 'quantize'
+    ? ' (int8 kernels, dequantized)' : ''}`;
   $('#filters-note').textContent = gray
     ? `blue negative, white 0, red positive (from ${fmt(d.range[0])} to ${fmt(d.range[1])}); click one to convolve with it`
     : `grey is 0 (from ${fmt(d.range[0])} to ${fmt(d.range[1])}); click one to convolve with it`;

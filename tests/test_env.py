@@ -38,3 +38,31 @@ def test_a_run_records_the_machine_and_the_revision(tiny_data, tmp_path):
     assert machine["code_revision"] == env.code_revision()
     assert set(machine["cpu_flags"]) == {"avx512f", "avx512_bf16", "amx_bf16", "amx_int8"}
     assert isinstance(machine["onednn_bf16"], bool) and machine["cpu"]
+
+
+def _fake_cpu(monkeypatch, machine: str, flags: str, onednn: bool = True) -> None:
+    monkeypatch.setattr(env.platform, "machine", lambda: machine)
+    monkeypatch.setattr(env, "_cpuinfo", lambda: {"model name": "a faked CPU", "flags": flags})
+    monkeypatch.setattr(env.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+
+
+def test_auto_precision_is_fp32_where_bf16_would_be_emulated(monkeypatch):
+    """On an AVX2-only laptop (or AVX-512 without its BF16 instructions, where oneDNN would emulate bf16)
+    ``--precision auto`` trains in fp32; with AVX512-BF16 or AMX it is bf16 (pytorch issue 183815: emulated
+    bf16 convolutions are 25-90x slower)."""
+    import torch
+
+    from cnnlab.train import resolve_precision
+
+    cpu = torch.device("cpu")
+    for flags, onednn, want in (("fpu sse avx avx2 fma", True, "fp32"),
+                                ("avx2 avx512f avx512bw avx512vl avx512dq", True, "fp32"),
+                                ("avx2 avx512f avx512_bf16", True, "bf16"),
+                                ("avx2 avx512f amx_bf16 amx_tile", True, "bf16"),
+                                ("avx2 avx512f avx512_bf16", False, "fp32")):
+        _fake_cpu(monkeypatch, "x86_64", flags, onednn)
+        assert env.cpu_has_bf16() is (want == "bf16"), flags
+        assert resolve_precision("auto", cpu) == want, flags
+        assert resolve_precision("bf16", cpu) == "bf16"  # asked for explicitly: given
+    _fake_cpu(monkeypatch, "aarch64", "", True)  # PyTorch's own check asks for the ARM bf16 instructions there
+    assert resolve_precision("auto", cpu) == "bf16"

@@ -42,13 +42,26 @@ def cpu_flags() -> dict[str, bool]:
     return {name: name in flags for name in ("avx512f", "avx512_bf16", "amx_bf16", "amx_int8")}
 
 
+_X86 = ("x86_64", "amd64", "i386", "i686")
+
+
 def cpu_has_bf16() -> bool:
-    """Whether oneDNN computes bf16 natively on this CPU (AVX512-BF16 or AMX): what ``--precision auto``
-    and every recorded ``onednn_bf16`` ask."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX on x86) and oneDNN uses it: what
+    ``--precision auto`` and every recorded ``onednn_bf16`` ask.
+
+    oneDNN also accepts bf16 on AVX-512 CPUs without the BF16 instructions, by emulation, and PyTorch's own
+    check says yes there; on an AVX2-only CPU bf16 convolutions fall back to reference kernels tens of times
+    slower than fp32. So on x86 the instructions themselves must be in ``/proc/cpuinfo``'s flags.
+    """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
     except (AttributeError, RuntimeError):
         return False
+    if platform.machine().lower() in _X86:
+        flags = cpu_flags()
+        return flags["avx512_bf16"] or flags["amx_bf16"]
+    return True  # elsewhere (aarch64) PyTorch's check already asks for the CPU's own bf16 instructions
 
 
 @functools.lru_cache(maxsize=1)

@@ -74,3 +74,25 @@ def test_mask_bytes_are_uniform():
 def test_is_an_nn_dropout():
     d = Dropout(0.3)
     assert isinstance(d, nn.Dropout) and repr(d) == "Dropout(p=0.3, inplace=False)"
+
+
+
+def test_the_lecture_cnn_compiles_with_torch_compile():
+    """Under torch.compile the byte mask (an int64 tensor viewed as uint8, which AOTAutograd's aliasing of the
+    lecture CNN's outputs cannot follow) gives way to F.dropout, whose mask the compiler generates itself: so
+    ``cnnlab train --compile`` trains instead of failing in the compiler (aot_eager captures the same graphs
+    without a C++ build)."""
+    from cnnlab.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("fmnist-cnn").to(memory_format=torch.channels_last)
+    compiled = torch.compile(model, backend="aot_eager")
+    x = torch.randn(8, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = compiled(x)
+    out.float().sum().backward()
+    assert out.shape == (8, 10) and torch.isfinite(out).all()
+    assert all(p.grad is not None for p in model.parameters())
+    layer = torch.compile(Dropout(0.25), backend="aot_eager")
+    kept = (layer(torch.ones(64, 64)) != 0).float().mean().item()
+    assert 0.65 < kept < 0.85

@@ -35,7 +35,7 @@ class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if x.device.type != "cpu" or self.p >= 1.0:
+        if x.device.type != "cpu" or self.p >= 1.0 or torch.compiler.is_compiling():
             return F.dropout(x, self.p, True, self.inplace)
         keep = dropout_mask_bytes(x) >= self._threshold
         return torch.where(keep, x * (256.0 / (256 - self._threshold)), 0.0)

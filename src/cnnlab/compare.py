@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import replace
@@ -40,7 +41,7 @@ from cnnlab._outdir import COMPARE, claim_output
 from cnnlab._plot import figure, save_figure
 from cnnlab.analysis.latency import (LATENCY_BATCHES, busy_warning, check_positive, check_threads,
                                      measure_latency)
-from cnnlab.analysis.summary import summarize
+from cnnlab.analysis.summary import dense_equivalent, summarize
 from cnnlab.errors import CnnlabError
 from cnnlab.models import list_models, model_entrypoint
 from cnnlab.runs import load_run
@@ -92,6 +93,7 @@ def compare_models(
     log: Callable[[str], None] = print,
     progress: bool | None = None,
     remeasure: bool = True,
+    replace_stale: bool = False,
 ) -> dict[str, Any]:
     """Train each registered model in ``names`` with one recipe and measure it; write
     ``out/compare.json``, ``out/compare.md`` and ``out/compare.png``; return the comparison.
@@ -99,8 +101,8 @@ def compare_models(
     The recipe is ``TrainConfig(model=name, epochs=epochs, subset=subset, **overrides)`` for every
     model (``epochs`` None: the TrainConfig default), trained into ``out/<name>``. A finished run there
     made with the same recipe is reused and an unfinished one resumed; one made with another recipe is
-    an error (``overwrite`` trains it again). Every name and the recipe are checked before anything is
-    trained.
+    an error (``overwrite`` trains it again; ``replace_stale`` trains only those again). Every name and the
+    recipe are checked before anything is trained.
 
     ``threads``: torch's intra-op threads for the whole call, training and latency (restored after).
     A reused run keeps the time per epoch it was trained in; its thread count is in ``train_threads``.
@@ -138,25 +140,25 @@ def compare_models(
     if out.is_dir() and os.listdir(out):
         claim_output(out, COMPARE).release()  # a folder that is not cnnlab's fails here, before any check below
     for cfg in cfgs:  # a run of another recipe would make its row lie: refuse before training anything
-        if not overwrite:
+        if not overwrite and not replace_stale:
             check_reusable(cfg, out / cfg.model)
 
     with claim_output(out, COMPARE):  # one writer; a folder of cnnlab's
-        warning = busy_warning(threads)  # before training: our own training would raise the load
-        if warning:
-            log(f"warning: {warning}")
         threads_before = torch.get_num_threads()
         rows: list[dict[str, Any]] = []
         recipe = {k: v for k, v in cfgs[0].to_dict().items() if k != "model"}
         try:
             torch.set_num_threads(threads)
-            fitted = [(cfg, *fit_or_reuse(replace(cfg), out / cfg.model, overwrite=overwrite, log=log,
-                                          progress=progress)) for cfg in cfgs]
+            fitted = [(cfg, *fit_or_reuse(replace(cfg), out / cfg.model, overwrite=overwrite,
+                                          replace_stale=replace_stale, log=log, progress=progress)) for cfg in cfgs]
             if not remeasure and all(how == "reused" for _, _, how in fitted):
                 stored = _stored_comparison(out, [cfg.model for cfg in cfgs], recipe)
                 if stored is not None:
                     log(f"reused {out / 'compare.json'} (measured {stored.get('date', '?')})")
                     return stored
+            warning = busy_warning(threads)  # what other processes do now (busy_cpus): our training is not counted
+            if warning:
+                log(f"warning: {warning}")
             for cfg, metrics, how in fitted:
                 rows.append(_measure_run(cfg.model, out / cfg.model, metrics, how, threads, latency_repeats,
                                          channels_last, log))
@@ -426,7 +428,8 @@ def _layer_rows(in_channels: int, out_channels: int, size: int, batch: int, thre
                 torch.manual_seed(0)
                 module = build()
         except ValueError as e:
-            row |= {"output_shape": None, "params": None, "effective_params": None, "macs": None,
+            row |= {"output_shape": None, "input_activations": None, "output_activations": None,
+                    "dense_equivalent_params": None, "params": None, "effective_params": None, "macs": None,
                     "latency_ms_b1": None, "latency_ms_batch": None, "threads": None, "channels_last": None,
                     "note": f"skipped: {str(e).splitlines()[0]}"}
             rows.append(row)
@@ -438,7 +441,10 @@ def _layer_rows(in_channels: int, out_channels: int, size: int, batch: int, thre
         timing = {"repeats": repeats, "threads": threads, "budget_s": budget_s, "channels_last": channels_last}
         b1 = measure_latency(module, input_size, 1, **timing)
         bn = measure_latency(module, input_size, batch, **timing)
-        row |= {"output_shape": out_shape, "params": s.total_params,
+        row |= {"output_shape": out_shape, "input_activations": math.prod(input_size),
+                "output_activations": math.prod(out_shape), "dense_equivalent_params": dense_equivalent(input_size,
+                                                                                                       out_shape),
+                "params": s.total_params,
                 "effective_params": _effective_params(module, input_size), "macs": int(s.total_macs),
                 "latency_ms_b1": b1["median_ms"], "latency_ms_batch": bn["median_ms"], "threads": bn["threads"],
                 "channels_last": bn["channels_last"], "note": None}
@@ -462,8 +468,17 @@ def format_layers(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     body = [[r["name"], "x".join(map(str, r["output_shape"] or [])), f"{r['params']:,}", f"{r['effective_params']:,}",
              f"{r['macs']:,}", f"{r['latency_ms_b1']:.3f}", f"{r['latency_ms_batch']:.2f}", _ratio(r["params_ratio"]),
              _ratio(r["macs_ratio"]), _ratio(r["speedup_batch"])] for r in done]
+    if batch == 1:  # the batch column would repeat the b1 one
+        head, body = head[:6] + head[7:], [b[:6] + b[7:] for b in body]
     lines = _table(head, body, markdown)
     lines += [""] + [f"{r['name']}: {r['description']}" for r in done]
+    if done:
+        r = done[0]
+        lines += ["", f"{r['name']}: {r['input_activations']:,} input and {r['output_activations']:,} output activations "
+                      f"per sample; a dense layer with the same activations would have "
+                      f"{r['input_activations']:,} x {r['output_activations']:,} + {r['output_activations']:,} = "
+                      f"{r['dense_equivalent_params']:,} parameters ({r['dense_equivalent_params'] / r['params']:,.0f}x "
+                      f"its {r['params']:,})"]
     lines += [f"{r['name']}: {r['note']}" for r in rows if r["params"] is None]
     fmt = {True: "channels-last", False: "contiguous (NCHW)"}.get(done[0]["channels_last"] if done else None, "")
     lines += ["", f"MACs per sample, bias adds not counted; latency: float32 CPU forward pass, {fmt}, median of "

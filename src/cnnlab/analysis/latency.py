@@ -17,7 +17,7 @@ import torch.nn as nn
 from cnnlab.errors import CnnlabError
 from cnnlab.models import has_conv2d
 
-__all__ = ["LATENCY_BATCHES", "LatencyError", "busy_warning", "check_positive", "check_threads", "measure_latency"]
+__all__ = ["LATENCY_BATCHES", "LatencyError", "busy_cpus", "busy_warning", "check_positive", "check_threads", "measure_latency"]
 
 
 class LatencyError(CnnlabError):
@@ -50,21 +50,59 @@ def check_threads(threads: int | None) -> None:
                            f"choose 1-{_usable_cpus()}")
 
 
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from ``/proc/stat`` (steal time counts as busy: another guest has the
+    core); None where there is no such file."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 4:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return total - idle, total
+
+
+def busy_cpus(window: float = 0.25) -> float | None:
+    """How many CPUs *other* processes keep busy now: the machine's busy share over ``window`` seconds, in
+    CPUs, less this process's own CPU time over the same window (its OpenMP threads may still spin after a
+    parallel region). Unlike the load average, which a training run that just ended keeps high for a minute,
+    this does not count cnnlab's own work. None where ``/proc/stat`` is not readable."""
+    ncpu = os.cpu_count() or 1
+    before, own = _cpu_jiffies(), os.times()
+    if before is None:
+        return None
+    time.sleep(window)
+    after, own_after = _cpu_jiffies(), os.times()
+    if after is None or after[1] <= before[1]:
+        return None
+    machine = (after[0] - before[0]) / (after[1] - before[1]) * ncpu
+    mine = (own_after.user + own_after.system - own.user - own.system) / max(own_after.elapsed - own.elapsed, 1e-3)
+    return max(0.0, machine - mine)
+
+
 def busy_warning(threads: int | None) -> str | None:
     """A warning when other processes keep the CPUs busy: measured with more threads than there are
     idle CPUs, each parallel region waits for a descheduled thread and latencies jump to multiples of
-    the scheduler's time slice (bench/RESULTS.md). None when the load leaves room for ``threads``."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
+    the scheduler's time slice (bench/RESULTS.md). None when the CPUs other processes use (:func:`busy_cpus`,
+    or the load average where that cannot be read) leave room for ``threads``."""
+    busy = busy_cpus()
+    what = "other processes keep {:.1f} of {} CPUs busy"
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return None
+        what = "load average {:.1f} on {} CPUs"
     n = threads or torch.get_num_threads()
     cpus = _usable_cpus()
-    if load + n <= cpus + 0.5:
+    if busy + n <= cpus + 0.5:
         return None
     advice = "measure on an idle machine" + (", or with --threads 1" if n > 1 else "")
-    return (f"the CPUs are busy (load average {load:.1f} on {cpus} CPUs): latencies on {n} thread{'s' if n != 1 else ''} will be "
-            f"inflated and noisy; {advice}")
+    return (f"the CPUs are busy ({what.format(busy, cpus)}): latencies on {n} thread{'s' if n != 1 else ''} will "
+            f"be inflated and noisy; {advice}")
 
 
 def measure_latency(

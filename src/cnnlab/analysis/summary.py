@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field as dataclass_field
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -18,7 +19,7 @@ import torch.nn as nn
 from cnnlab.analysis.graph import Graph, trace
 from cnnlab.analysis.receptive_field import Field, receptive_fields
 
-__all__ = ["LayerRow", "Summary", "summarize", "QUIET_FUNCTIONS"]
+__all__ = ["LayerRow", "Summary", "summarize", "dense_equivalent", "QUIET_FUNCTIONS"]
 
 # operations that only rearrange memory: traced (they carry shapes and receptive fields) but not rows
 QUIET_FUNCTIONS = {"contiguous", "view", "reshape", "permute", "transpose", "to", "float", "half", "bfloat16",
@@ -140,6 +141,14 @@ def _keras_buffers(m: nn.Module) -> int:
     return 0
 
 
+def dense_equivalent(input_shape: Sequence[int], output_shape: Sequence[int]) -> int:
+    """Parameters of a dense layer with the same input and output activations as a layer mapping one sample of
+    ``input_shape`` to ``output_shape``: every input to every output, plus a bias per output (the lecture's
+    65,536 x 131,072 + 131,072 = 8,590,065,664 for ``nn.Conv2d(16, 32, 3, padding=1)`` on 64x64)."""
+    i, o = math.prod(input_shape), math.prod(output_shape)
+    return i * o + o
+
+
 def summarize(model: nn.Module, input_size, *, keras: bool = False, depth: int | None = None,
               model_name: str | None = None, device: str | torch.device | None = None,
               include_quiet: bool = False) -> Summary:
@@ -169,8 +178,7 @@ def summarize(model: nn.Module, input_size, *, keras: bool = False, depth: int |
                 params += _keras_buffers(node.module)
         dense = None
         if node.kind == "module" and isinstance(node.module, _CONVS) and node.input_shapes:
-            i, o = math.prod(node.input_shapes[0]), math.prod(node.output_shape)
-            dense = i * o + o
+            dense = dense_equivalent(node.input_shapes[0], node.output_shape)
         rows.append(LayerRow(node.index, node.name, node.type, node.kind, node.output_shape, params, trainable,
                              node.macs, rf, dense, [names[i] for i in node.inputs]))
     total = sum(p.numel() for p in model.parameters())

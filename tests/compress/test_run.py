@@ -138,3 +138,23 @@ def test_sweep_reuses_finished_rows_and_writes_table_and_plot(base_run, fake, tm
     assert "float32 (baseline)" in text and "fake-level2" in text
     assert crun.setting_name("prune", {"structured": True, "sparsity": 0.5}) == "prune-sparsity0.5-structured"
     assert crun.setting_name("binarize", {"keep_first_last": False}) == "binarize-nokeepfirstlast"
+
+
+def test_a_stored_compression_is_reused_only_for_the_same_weights_method_settings_and_subset(base_run, fake,
+                                                                                          tmp_path):
+    import shutil
+
+    run = tmp_path / "base"
+    shutil.copytree(base_run, run)
+    out = tmp_path / "c"
+    assert crun.stored_compression(out, run, "fake") is None  # nothing there
+    rec = crun.compress_run(run, "fake", settings={"level": 2}, out=out, finetune_epochs=0, subset=128,
+                            measure=False, log=lambda s: None)
+    assert rec["subset"] == 128 and len(rec["source_weights_sha256"]) == 64
+    assert crun.stored_compression(out, run, "fake", settings={"level": 2}, subset=128) == rec
+    assert crun.stored_compression(out, run, "fake", settings={"level": 3}, subset=128) is None
+    assert crun.stored_compression(out, run, "fake", settings={"level": 2}, subset=None) is None
+    assert crun.stored_compression(out, run, "prune", settings={"level": 2}, subset=128) is None
+    weights = run / "model.safetensors"  # the source retrained since: its weights differ
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    assert crun.stored_compression(out, run, "fake", settings={"level": 2}, subset=128) is None

@@ -14,6 +14,7 @@ place when complete: a killed ``compress`` leaves no half-written run (run it ag
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib
 import inspect
 import json
@@ -41,7 +42,7 @@ from cnnlab.train import RunDir, RunError, eval_set, load_run
 from cnnlab.train.plots import plot_confusion
 
 __all__ = ["METHODS", "DEFAULT_FINETUNE_EPOCHS", "compress_run", "load_compressed", "default_out", "setting_name",
-           "read_compression", "method_settings"]
+           "read_compression", "stored_compression", "method_settings"]
 
 #: method -> (module, what it does). Each module has ``compress_<name>`` and ``rebuild_<name>``.
 METHODS: dict[str, tuple[str, str]] = {
@@ -274,6 +275,7 @@ def _compress_into(claim: Output, src: Path, base, base_spec, method, settings, 
                                f"({test['accuracy']:.4f} vs {direct['accuracy']:.4f}); this is a bug in cnnlab")
         record = _record(method, settings, finetune_epochs, src, base, result, size, test, baseline, seconds,
                          size_input, reloaded, float_model, threads if measure else None, repeats, channels_last)
+        record |= {"subset": subset, "source_weights_sha256": _sha256(base.run.weights)}
         _write_run(tmp, base, record, test, data, finetune_epochs)
         claim.clear()  # only what cnnlab wrote (checked above, before the work)
         claim.publish(last="metrics.json")  # its presence marks the output complete
@@ -348,6 +350,34 @@ def _summary_line(r: dict[str, Any], out: Path) -> str:
         line += (f", b256 {r['latency_ms_b256']:.1f} ms vs {r['baseline_latency_ms_b256']:.1f} ms "
                  f"({r['speedup_b256']:.2f}x) on {r['threads']} threads")
     return f"{line}; wrote {out}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stored_compression(out: str | os.PathLike, run: str | os.PathLike, method: str, *,
+                       settings: dict[str, Any] | None = None, subset: int | None = None) -> dict[str, Any] | None:
+    """The record of the finished compressed run in ``out`` when it is ``method`` with ``settings`` (every one
+    given; the rest at their defaults) on ``subset`` of exactly the weights ``run`` holds now; else None (nothing
+    there, another recipe, or a source retrained since). What a caller that keeps its own outputs (the lecture
+    report) reuses instead of compressing again."""
+    out = Path(out)
+    if not (out / "metrics.json").is_file():
+        return None
+    try:
+        record = read_compression(out)
+        weights = RunDir(Path(run)).weights
+        same = (isinstance(record, dict) and record.get("method") == method and record.get("subset") == subset
+                and all(record.get("settings", {}).get(k) == v for k, v in (settings or {}).items())
+                and weights.is_file() and record.get("source_weights_sha256") == _sha256(weights))
+    except (OSError, CnnlabError, ValueError, AttributeError):
+        return None
+    return record if same else None
 
 
 def read_compression(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,24 +1,25 @@
-"""Benchmark: cnnlab's recipe for the lecture's CNN against a plain PyTorch reference, one script.
+"""Benchmark: cnnlab's training recipes for the lecture's CNN against a plain PyTorch reference, in one run, and
+issue 18's targets with met / not met.
 
-Reference: the same model (``fmnist-cnn``), a ``DataLoader`` over a ``TensorDataset`` of
-pre-normalised float images, Adam lr 1e-3, batch 128, fp32, no augmentation, test accuracy after
-every epoch. cnnlab: ``TrainConfig()`` defaults (the recipe ``make run`` uses) at several epoch
-budgets; the time to an accuracy is the training time of the shortest budget that reaches it
-(a one-cycle schedule only reaches its accuracy at its end). Both train on the same 55,000 images
-(5,000 held out) and are tested on the same 10,000.
+Reference: the same model (``fmnist-cnn`` with ``nn.Dropout``), a ``DataLoader`` over a ``TensorDataset`` of
+pre-normalised float images, Adam lr 1e-3, batch 128, fp32, no augmentation, on all 60,000 training images (what
+a tutorial writes), test accuracy after every epoch. cnnlab: each recipe (``cnnlab train --recipe NAME``) for
+every seed, tested plainly and with flip test-time augmentation (always labelled so). A one-cycle recipe reaches
+its accuracy at its end, so a run's time to an accuracy is its training time when its final accuracy reaches it.
+Both sides are tested on the same 10,000 test images; every time is training time (evaluation excluded).
 
-    python bench/train_fmnist.py                       # full run (about 40 minutes on 2 CPU cores)
-    python bench/train_fmnist.py --ref-epochs 1 --budgets 1 --mlp-epochs 1   # smoke test
+    python bench/train_fmnist.py --seeds 3                 # the record (about an hour on 2 CPU cores)
+    python bench/train_fmnist.py --smoke                   # a minute: every path, tiny budgets, no verdicts
 
-Writes ``bench/out/train_fmnist.json`` and prints a markdown table for bench/RESULTS.md.
+Writes ``bench/out/train_fmnist.json`` and prints the tables for bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import re
+import statistics
 import sys
 import tempfile
 import time
@@ -29,13 +30,20 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from cnnlab._env import machine_info
 from cnnlab.data import load_dataset
 from cnnlab.experiments import FMNIST_RECIPES
 from cnnlab.models import create_model
-from cnnlab.train import TrainConfig, fit, resolve_device
-from cnnlab.train.rundir import machine_info
+from cnnlab.train import fit, resolve_device
+from cnnlab.train.recipes import recipe_config
 
-TARGET = 0.935
+TARGET = 0.935  # the lecture's "~93.5%"
+TARGETS = {  # issue 18
+    "fast_time_ratio": 1 / 4,  # 1. the fast recipe's time to 93.5% against the reference's
+    "throughput_ratio": 3.0,  # 2. training images/s of the default recipe against the reference's
+    "default_accuracy": 0.940,  # 3. the default recipe's test accuracy, every seed ...
+    "default_time_ratio": 1 / 5,  # ... in this share of the reference's whole training time
+}
 
 
 def plain_pytorch(model: nn.Module) -> nn.Module:
@@ -88,97 +96,126 @@ def reference(data, epochs: int, device: torch.device, log) -> dict:
         log(f"reference epoch {epoch}: test {100 * acc:.2f}%  {dt:.1f}s  {n / dt:.0f} img/s")
     steady = rows[1:] or rows
     return {"epochs": rows, "train_seconds": train_seconds,
-            "images_per_s": sum(r["images_per_s"] for r in steady) / len(steady),
+            "images_per_s": statistics.median(r["images_per_s"] for r in steady),
             "final_test_accuracy": rows[-1]["test_accuracy"],
             "best_test_accuracy": max(r["test_accuracy"] for r in rows), "seconds_to_target": reached}
 
 
-def loading_only(data, log) -> dict:
-    """Seconds to produce one epoch of batches, no model: the data pipeline's own cost."""
-    from cnnlab.data import Augment, BatchLoader
-
-    x = ((data.train_x.float() / 255.0) - data.mean[0]) / data.std[0]
-    t0 = time.perf_counter()
-    for _ in DataLoader(TensorDataset(x, data.train_y), batch_size=128, shuffle=True):
-        pass
-    dl = time.perf_counter() - t0
-    times = {}
-    for name, aug in (("plain", Augment()), ("augmented", Augment(2, True))):
-        loader = BatchLoader(data.train_x, data.train_y, 256, shuffle=True, drop_last=True, augment=aug,
-                             mean=data.mean, std=data.std, channels_last=True)
-        t0 = time.perf_counter()
-        for _ in loader.epoch(0):
-            pass
-        times[name] = time.perf_counter() - t0
-    log(f"one epoch of batches: DataLoader {dl:.2f}s, BatchLoader {times['plain']:.2f}s "
-        f"({times['augmented']:.2f}s with crop+flip)")
-    return {"dataloader_s": dl, "batchloader_s": times["plain"], "batchloader_augmented_s": times["augmented"]}
-
-
-def cnnlab_runs(data, budgets, device: str, tmp: Path, log) -> list[dict]:
+def cnnlab_recipe(name: str, seeds: list[int], device: str, tmp: Path, log, **overrides) -> list[dict]:
+    """``cnnlab train --recipe NAME --seed S --tta flip`` for every seed: the plain and the flip-TTA accuracy."""
     out = []
-    for epochs in budgets:
-        m = fit(TrainConfig(epochs=epochs, device=device), tmp / f"cnn-{epochs}", data=data, progress=False, log=log)
-        out.append({"epochs": epochs, "test_accuracy": m["test_accuracy"], "train_seconds": m["train_seconds"],
-                    "images_per_s": m["images_per_s"], "precision": m["precision"]})
-        log(f"cnnlab {epochs} epochs: test {100 * m['test_accuracy']:.2f}%  {m['train_seconds']:.0f}s")
+    for seed in seeds:
+        cfg = recipe_config(name, seed=seed, device=device, tta="flip", **overrides)
+        m = fit(cfg, tmp / f"{name}-{seed}", progress=False, log=log)
+        row = {"recipe": name, "seed": seed, "epochs": m["epochs"], "test_accuracy": m["test_accuracy"],
+               "test_accuracy_with_flip_tta": m["tta"]["test_accuracy"], "train_seconds": m["train_seconds"],
+               "images_per_s": m["images_per_s"], "precision": m["precision"], "model": m["model"]}
+        out.append(row)
+        log(f"cnnlab {name} seed {seed}: test {100 * row['test_accuracy']:.2f}% "
+            f"({100 * row['test_accuracy_with_flip_tta']:.2f}% with flip TTA), {row['train_seconds']:.0f}s, "
+            f"{row['images_per_s']:.0f} img/s")
     return out
+
+
+def _spread(values: list[float], fmt) -> str:
+    """min / median / max, or the one value."""
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(min(values))} / {fmt(statistics.median(values))} / {fmt(max(values))}"
+
+
+def verdicts(result: dict) -> list[dict]:
+    """Each target of issue 18: what was measured and whether it is met (None: not measured in this run)."""
+    ref, runs = result["reference"], result["cnnlab"]
+    by = {name: [r for r in runs if r["recipe"] == name] for name in {r["recipe"] for r in runs}}
+    rows = []
+    fast = by.get("fast", [])
+    if fast and ref["seconds_to_target"]:
+        for key, label in (("test_accuracy", "plain"), ("test_accuracy_with_flip_tta", "with flip TTA")):
+            reached = [r for r in fast if r[key] >= TARGET]
+            worst = max(r["train_seconds"] for r in fast) / ref["seconds_to_target"]
+            met = len(reached) == len(fast) and worst <= TARGETS["fast_time_ratio"]
+            rows.append({"target": f"1. fast recipe: time to 93.5% <= 1/4 of the reference's ({label})",
+                         "measured": f"{len(reached)}/{len(fast)} seeds reach 93.5% "
+                                     f"({_spread([100 * r[key] for r in fast], lambda v: f'{v:.2f}%')}); time "
+                                     f"{_spread([r['train_seconds'] for r in fast], lambda v: f'{v:.0f} s')} vs "
+                                     f"{ref['seconds_to_target']:.0f} s: ratio {worst:.2f} (slowest seed)",
+                         "met": met})
+    default = by.get("default", [])
+    if default:
+        ratio = statistics.median(r["images_per_s"] for r in default) / ref["images_per_s"]
+        rows.append({"target": "2. throughput of the default recipe >= 3x the reference's images/s",
+                     "measured": f"{statistics.median(r['images_per_s'] for r in default):.0f} vs "
+                                 f"{ref['images_per_s']:.0f} images/s: {ratio:.2f}x",
+                     "met": ratio >= TARGETS["throughput_ratio"]})
+        budget = ref["train_seconds"] / len(ref["epochs"]) * 20 * TARGETS["default_time_ratio"]
+        for key, label in (("test_accuracy", "plain"), ("test_accuracy_with_flip_tta", "with flip TTA")):
+            worst_acc = min(r[key] for r in default)
+            worst_time = max(r["train_seconds"] for r in default)
+            rows.append({"target": f"3. default recipe >= 94.0% (every seed) in <= 1/5 of the reference's 20-epoch "
+                                   f"time ({label})",
+                         "measured": f"{_spread([100 * r[key] for r in default], lambda v: f'{v:.2f}%')} in "
+                                     f"{_spread([r['train_seconds'] for r in default], lambda v: f'{v:.0f} s')}; "
+                                     f"1/5 of the reference's 20 epochs: {budget:.0f} s",
+                         "met": worst_acc >= TARGETS["default_accuracy"] and worst_time <= budget})
+    return rows
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per recipe (0, 1, ...)")
+    ap.add_argument("--recipes", default="default,fast", help="cnnlab recipes, comma-separated")
     ap.add_argument("--ref-epochs", type=int, default=20)
-    ap.add_argument("--budgets", default="7,10,15", help="cnnlab epoch budgets, comma-separated")
-    ap.add_argument("--mlp-epochs", type=int, default=None, help="default: the experiment's MLP recipe")
+    ap.add_argument("--smoke", action="store_true", help="tiny budgets to check every path (no verdicts)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="bench/out/train_fmnist.json")
     a = ap.parse_args()
     log = lambda s: print(s, flush=True)  # noqa: E731
     device = resolve_device(a.device)
-    data = load_dataset("fashion-mnist", val_size=5000, seed=0)
+    overrides = {"epochs": 1, "subset": 2000} if a.smoke else {}
+    data = load_dataset("fashion-mnist", val_size=0, seed=0, subset=overrides.get("subset"))
+    recipes = a.recipes.split(",")
+    seeds = list(range(a.seeds))
     started = time.strftime("%Y-%m-%d %H:%M")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        loading = loading_only(data, log)
-        ref = reference(data, a.ref_epochs, device, log)
-        runs = cnnlab_runs(data, [int(b) for b in a.budgets.split(",")], a.device, tmp, log)
-        mlp_cfg = FMNIST_RECIPES["mlp"] if a.mlp_epochs is None else replace(FMNIST_RECIPES["mlp"], epochs=a.mlp_epochs)
-        mlp = fit(replace(mlp_cfg, device=a.device), tmp / "mlp", data=data, progress=False, log=log)
-    reaching = [r for r in runs if r["test_accuracy"] >= TARGET]
-    best = max(runs, key=lambda r: r["epochs"])
+        ref = reference(data, 1 if a.smoke else a.ref_epochs, device, log)
+        runs = []
+        for name in recipes:
+            runs += cnnlab_recipe(name, seeds, a.device, tmp, log, **overrides)
+        mlp = fit(replace(FMNIST_RECIPES["mlp"], device=a.device, **overrides), tmp / "mlp", progress=False, log=log)
+    onednn = re.search(r"oneDNN v([\w.]+)", torch.__config__.show())
     result = {
         "date": started, "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine_info(device) | {"node": platform.node(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
-        "loading": loading, "reference": ref, "cnnlab": runs,
+        "machine": machine_info(device) | {"onednn": onednn.group(1) if onednn else None},
+        "reference": ref, "cnnlab": runs,
         "mlp": {"epochs": mlp["epochs"], "test_accuracy": mlp["test_accuracy"], "train_seconds": mlp["train_seconds"]},
-        "throughput_ratio": best["images_per_s"] / ref["images_per_s"],
-        "cnnlab_seconds_to_target": min((r["train_seconds"] for r in reaching), default=None),
+        "recipes": {name: recipe_config(name).to_dict() for name in recipes},
     }
-    t_ref, t_cnn = ref["seconds_to_target"], result["cnnlab_seconds_to_target"]
-    result["time_to_target_ratio"] = (t_cnn / t_ref) if t_ref and t_cnn else None
+    result["targets"] = [] if a.smoke else verdicts(result)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
 
-    def fmt_t(t):
-        return f"{t:.0f} s" if t is not None else "not reached"
-
-    print(f"\n### bench/train_fmnist.py, {started}, {result['machine']['cpu']}, {device}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
-    print("| | images/s (training) | time to 93.5% test | final test accuracy |")
-    print("|---|---|---|---|")
-    print(f"| reference (DataLoader, Adam 1e-3, batch 128, fp32), {a.ref_epochs} epochs | {ref['images_per_s']:.0f} | "
-          f"{fmt_t(t_ref)} | {100 * ref['final_test_accuracy']:.2f}% (best {100 * ref['best_test_accuracy']:.2f}%) |")
+    m = result["machine"]
+    flags = ", ".join(k for k, v in m["cpu_flags"].items() if v) or "none of avx512f/avx512_bf16/amx"
+    print(f"\n### bench/train_fmnist.py, {started}, {m['cpu']} ({flags}), {device}, {m['torch_threads']} threads, "
+          f"torch {m['torch']}, oneDNN {m['onednn']}, code {m['code_revision']}\n")
+    print("| | seed | images/s (training) | training time | test accuracy | with flip TTA |")
+    print("|---|---|---|---|---|---|")
+    ref_at = f" (93.5% after {ref['seconds_to_target']:.0f} s)" if ref["seconds_to_target"] else " (93.5% not reached)"
+    print(f"| reference (DataLoader, Adam 1e-3, batch 128, fp32), {len(ref['epochs'])} epochs | 0 | "
+          f"{ref['images_per_s']:.0f} | {ref['train_seconds']:.0f} s{ref_at} | {100 * ref['final_test_accuracy']:.2f}% "
+          f"(best {100 * ref['best_test_accuracy']:.2f}%) | |")
     for r in runs:
-        print(f"| cnnlab default recipe ({r['precision']}), {r['epochs']} epochs | {r['images_per_s']:.0f} | "
-              f"{fmt_t(r['train_seconds']) if r['test_accuracy'] >= TARGET else 'not reached'} | "
-              f"{100 * r['test_accuracy']:.2f}% |")
-    print(f"| cnnlab mlp recipe, {mlp['epochs']} epochs | | | {100 * mlp['test_accuracy']:.2f}% |")
-    print(f"\none epoch of batches, no model: DataLoader(TensorDataset) {loading['dataloader_s']:.2f} s, "
-          f"BatchLoader {loading['batchloader_s']:.2f} s ({loading['batchloader_augmented_s']:.2f} s with crop+flip)")
-    ratio = result["time_to_target_ratio"]
-    print(f"\nthroughput: {result['throughput_ratio']:.2f}x the reference; time to 93.5%: "
-          + (f"{ratio:.2f} of the reference's" if ratio is not None else
-             f"cnnlab {fmt_t(t_cnn)}, reference {fmt_t(t_ref)} in {ref['train_seconds']:.0f} s"))
+        print(f"| cnnlab `--recipe {r['recipe']}` ({r['model']}, {r['precision']}), {r['epochs']} epochs | {r['seed']} | "
+              f"{r['images_per_s']:.0f} | {r['train_seconds']:.0f} s | {100 * r['test_accuracy']:.2f}% | "
+              f"{100 * r['test_accuracy_with_flip_tta']:.2f}% |")
+    print(f"| cnnlab mlp recipe, {mlp['epochs']} epochs | 0 | | {mlp['train_seconds']:.0f} s | "
+          f"{100 * mlp['test_accuracy']:.2f}% | |")
+    if result["targets"]:
+        print("\n| target | measured | |\n|---|---|---|")
+        for t in result["targets"]:
+            print(f"| {t['target']} | {t['measured']} | {'met' if t['met'] else '**not met**'} |")
     return 0
 
 

@@ -31,13 +31,14 @@ from cnnlab.models import create_model
 
 #: name -> (batch size, precision, channels_last, optimizer kwargs, compile)
 VARIANTS = {
-    "default": (256, "bf16", True, {}, False),
-    "fp32": (256, "fp32", True, {}, False),
-    "contiguous": (256, "bf16", False, {}, False),
+    "default": (128, "bf16", True, {}, False),
+    "fp32": (128, "fp32", True, {}, False),
+    "contiguous": (128, "bf16", False, {}, False),
+    "batch64": (64, "bf16", True, {}, False),
+    "batch256": (256, "bf16", True, {}, False),
     "batch512": (512, "bf16", True, {}, False),
-    "batch1024": (1024, "bf16", True, {}, False),
-    "fused-adamw": (256, "bf16", True, {"fused": True}, False),
-    "compile": (256, "bf16", True, {}, True),
+    "fused-adamw": (128, "bf16", True, {"fused": True}, False),
+    "compile": (128, "bf16", True, {}, True),
 }
 
 

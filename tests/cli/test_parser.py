@@ -10,7 +10,8 @@ import pytest
 
 from cnnlab.cli import build_parser
 
-#: ``{command: sorted option strings}`` of the single-module cli.py ("" is the top-level parser).
+#: ``{command: sorted option strings}`` of the single-module cli.py ("" is the top-level parser), and the options
+#: added since (train --recipe and --tta, eval --tta).
 OPTIONS = {
     "": ("--help", "--version", "-h"),
     "compare": ("--augment", "--batch", "--batch-size", "--channels-last", "--data-dir", "--device", "--epochs",
@@ -24,7 +25,7 @@ OPTIONS = {
              "--json", "--kernel", "--op", "--padding", "--padding-mode", "--size", "--steps", "--stride", "--value",
              "-h"),
     "data": ("--data-dir", "--help", "-h"),
-    "eval": ("--data-dir", "--device", "--help", "--json", "-h"),
+    "eval": ("--data-dir", "--device", "--help", "--json", "--tta", "-h"),
     "lecture": ("--budget", "--catsdogs", "--data-dir", "--help", "--json", "--no-reuse", "--out", "--reuse", "--section",
                 "-h"),
     "explore": ("--data-dir", "--device", "--help", "--host", "--no-open", "--open", "--port", "-h"),
@@ -40,8 +41,9 @@ OPTIONS = {
               "--extract-features", "--freeze", "--from", "--grayscale", "--head", "--help", "--hflip",
               "--image-size", "--label-smoothing", "--lr", "--model", "--model-arg", "--momentum", "--no-augment",
               "--no-channels-last", "--no-grayscale", "--no-hflip", "--no-progress", "--optimizer", "--out",
-              "--overwrite", "--per-class", "--precision", "--progress", "--resume", "--schedule", "--seed",
-              "--subset", "--sync-bn", "--val-size", "--warmup", "--weight-decay", "--weights", "-h"),
+              "--overwrite", "--per-class", "--precision", "--progress", "--recipe", "--resume", "--schedule",
+              "--seed", "--subset", "--sync-bn", "--tta", "--val-size", "--warmup", "--weight-decay", "--weights",
+              "-h"),
     "viz": ("--data-dir", "--faithfulness", "--help", "--image", "--images", "--json", "--layer", "--methods",
             "--out", "--target", "-h"),
 }

@@ -141,7 +141,7 @@ def test_a_small_training_set_is_one_batch_unless_a_batch_size_is_given(tiny_dat
     small = dataclasses.replace(tiny_data, train_x=tiny_data.train_x[:96], train_y=tiny_data.train_y[:96])
     said = []
     fit(_cfg(epochs=1, batch_size=None), tmp_path / "run", data=small, progress=False, log=said.append)
-    assert any(s.startswith("note: the 96 training images are fewer than the default batch of 256; training with "
+    assert any(s.startswith("note: the 96 training images are fewer than the default batch of 128; training with "
                             "batches of 96") for s in said), said
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["resolved"]["batch_size"] == 96 and saved["train"]["batch_size"] is None

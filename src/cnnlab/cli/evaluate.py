@@ -13,10 +13,15 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers) -> None:
+    from cnnlab.train.config import TTA_METHODS
+
     p = subparsers.add_parser("eval", help="recompute a run's test metrics from its saved weights")
     p.add_argument("run")
     p.add_argument("--data-dir")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", choices=TTA_METHODS,
+                   help="also report the accuracy with this test-time augmentation (flip: each image and its mirror "
+                        "averaged), labelled, beside the plain one")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -42,14 +47,19 @@ def _eval(a: argparse.Namespace) -> int:
     dev = resolve_device(a.device)
     run = load_run(a.run, map_location=str(dev))
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
-    result = {"run": a.run} | evaluate_run(run, data_dir=a.data_dir, device=dev, log=log)
+    result = {"run": a.run} | evaluate_run(run, data_dir=a.data_dir, device=dev, tta=a.tta, log=log)
     if a.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"{a.run}: test accuracy {100 * result['test_accuracy']:.2f}%  loss {result['test_loss']:.4f}  "
-              f"({result['test_images']} images)")
-        for c, acc in result["per_class_accuracy"].items():
-            print(f"  {c:<12} {100 * acc:6.2f}%")
+        return 0
+    tta = result.get("tta")
+    print(f"{a.run}: test accuracy {100 * result['test_accuracy']:.2f}%  loss {result['test_loss']:.4f}  "
+          f"({result['test_images']} images)")
+    if tta:
+        print(f"{a.run}: test accuracy {tta['label']} {100 * tta['test_accuracy']:.2f}%  loss {tta['test_loss']:.4f}")
+    if tta:
+        print(f"  {'class':<12} {'plain':>7}  {tta['label']}")
+    for c, acc in result["per_class_accuracy"].items():
+        print(f"  {c:<12} {100 * acc:6.2f}%" + (f"  {100 * tta['per_class_accuracy'][c]:6.2f}%" if tta else ""))
     return 0
 
 

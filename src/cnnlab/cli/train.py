@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from cnnlab.models.transfer import TRANSFER_HEADS
     from cnnlab.train.config import (DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, PRECISIONS,
-                                     SCHEDULES, TrainConfig)
+                                     SCHEDULES, TTA_METHODS, TrainConfig)
+    from cnnlab.train.recipes import RECIPE_HELP, RECIPES
 
     c = TrainConfig()  # the defaults live in one place
     per_opt = lambda table: ", ".join(f"{k} {v:g}" for k, v in table.items())  # noqa: E731
@@ -59,7 +60,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--extract-features", metavar="OUT.npz",
                    help="instead of training, write the backbone's pooled features of every split: train_features, "
                         "train_labels, val_*, test_*, classes, mean, std, source")
-    h = p.add_argument_group("recipe (defaults: cnnlab's recipe for the lecture's CNN)")
+    h = p.add_argument_group("recipe (defaults: the --recipe's; a flag given here overrides its value)")
+    h.add_argument("--recipe", choices=RECIPES, default="default",
+                   help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
     h.add_argument("--epochs", type=_positive_int, default=c.epochs)
     h.add_argument("--batch-size", type=_positive_int, default=None,
                    help=f"{DEFAULT_BATCH_SIZE}, or the whole training set when it is smaller")
@@ -82,6 +85,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="auto: bf16 where the hardware has it natively, else fp32")
     r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=c.channels_last)
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
+    r.add_argument("--tta", choices=TTA_METHODS,
+                   help="also report the test accuracy with this test-time augmentation (flip: each image and its "
+                        "mirror), labelled, beside the plain one")
     r.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm in distributed CUDA training")
     r.add_argument("--checkpoint-interval", type=_positive_float, default=c.checkpoint_interval, metavar="SECONDS",
                    help=f"also checkpoint mid-epoch this often ({c.checkpoint_interval:g})")
@@ -99,6 +105,9 @@ _RESUME_TAKES = {"command", "resume", "device", "progress"}
 
 def run(a: argparse.Namespace) -> int:
     from cnnlab.train import TrainConfig, fit
+    from cnnlab.train.recipes import RECIPES, recipe_config
+
+    recipe_keys = set(RECIPES[a.recipe])
 
     if a.resume:
         ignored = sorted(a.given - _RESUME_TAKES)
@@ -117,7 +126,7 @@ def run(a: argparse.Namespace) -> int:
         if a.source is not None and a.model is not None:
             raise BadInput(f"--model {a.model} and --from {a.source}: the architecture is the source's; drop --model")
         optional = {k: v for k, v in (("freeze", a.freeze), ("backbone_lr_mult", a.backbone_lr_mult)) if v is not None}
-        cfg = TrainConfig(
+        settings = dict(
             model=a.model or TrainConfig.model, model_kwargs=dict(a.model_arg), dataset=a.dataset, data_dir=a.data_dir,
             val_size=a.val_size, subset=a.subset, image_size=a.image_size, grayscale=a.grayscale, epochs=a.epochs,
             batch_size=a.batch_size, lr=a.lr,
@@ -126,8 +135,11 @@ def run(a: argparse.Namespace) -> int:
             hflip=a.hflip, seed=a.seed, device=a.device or "auto", precision=a.precision,
             channels_last=a.channels_last, compile=a.compile, sync_bn=a.sync_bn,
             checkpoint_interval=a.checkpoint_interval, classes=a.classes, per_class=a.per_class,
-            source=a.source, weights=a.weights, head=a.head, **optional,
+            source=a.source, weights=a.weights, head=a.head, tta=a.tta, **optional,
         )
+        # the recipe's values, then every flag the user gave (a flag left out takes the recipe's value)
+        given = a.given | ({"model_kwargs"} if "model_arg" in a.given else set())
+        cfg = recipe_config(a.recipe, **{k: v for k, v in settings.items() if k in given or k not in recipe_keys})
         from cnnlab.train.rundir import default_run_dir
 
         if a.extract_features:
@@ -141,6 +153,8 @@ def run(a: argparse.Namespace) -> int:
         run = a.out or str(default_run_dir(cfg.model if source is None else f"{source}-transfer"))
         metrics = fit(cfg, run, overwrite=a.overwrite, progress=a.progress)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
-        print(f"test accuracy {100 * metrics['test_accuracy']:.2f}%  ({metrics['test_images']} images)  "
+        tta = metrics.get("tta")
+        extra = f"  {tta['label']}: {100 * tta['test_accuracy']:.2f}%" if tta else ""
+        print(f"test accuracy {100 * metrics['test_accuracy']:.2f}%{extra}  ({metrics['test_images']} images)  "
               f"train {metrics['train_seconds']:.0f}s  {metrics['images_per_s']:.0f} img/s  -> {run}")
     return 0

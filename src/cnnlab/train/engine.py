@@ -35,7 +35,7 @@ from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint, save_weigh
 from cnnlab.train.config import DEFAULT_BATCH_SIZE, ConfigError, TrainConfig
 from cnnlab.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from cnnlab.train.device import autocast, resolve_device, resolve_precision
-from cnnlab.train.evaluation import evaluate, make_eval_loader
+from cnnlab.train.evaluation import evaluate, make_eval_loader, tta_metrics
 from cnnlab.train.plots import plot_confusion, plot_curves
 from cnnlab.train.rundir import RunDir, RunError, default_run_dir, load_run
 from cnnlab.train.schedule import lr_factor
@@ -438,6 +438,9 @@ def _finish(s: _Session) -> dict[str, Any]:
         "precision": s.precision,
         "world_size": s.dist.world_size,
     }
+    if cfg.tta is not None:  # beside the plain test accuracy, never instead of it
+        metrics["tta"] = tta_metrics(evaluate(s.model, test_loader, data.num_classes, s.precision, tta=cfg.tta),
+                                     list(data.classes))
     if s.dist.is_main:
         save_weights(s.model, s.run.weights, metadata={"model": cfg.model})
         plot_curves(history, s.run.path / "curves.png", title=f"{cfg.model} on {data.name}")

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
 def run(a: argparse.Namespace) -> int:
     from cnnlab.lecture.report import format_scoreboard, run_lecture
 
-    log = (lambda s: print(s, file=sys.stderr)) if a.json else print
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if a.json else (lambda s: print(s, flush=True))
     result = run_lecture(a.out, budget=a.budget, reuse=a.reuse, data_dir=a.data_dir, catsdogs=a.catsdogs,
                          sections=a.section, log=log)
     if a.json:

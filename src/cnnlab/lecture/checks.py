@@ -158,7 +158,7 @@ class Section:
         try:
             fn(self)
         except Exception as e:
-            self._add(f"the {self.title} section ran to the end", None, None, "failed",
+            self._add(f"the section \"{self.title}\" ran to the end", None, None, "failed",
                       explanation=f"failed: {_one_line(e)}")
         self.seconds = time.perf_counter() - t0
         return self

@@ -17,6 +17,17 @@ def _output(name: str) -> np.ndarray:
     return trace2d(ex.input, ex.kernel, ex.op, **ex.options).output
 
 
+def _animation(s, name: str, caption: str) -> str:
+    """The example's kernel sliding step by step (``cnnlab conv --example NAME --animate``) as a GIF of the
+    section; its path relative to the page."""
+    ex = EXAMPLES[name]
+    gif = s.figures_dir / f"convolution-{name}.gif"
+    s.figures_dir.mkdir(parents=True, exist_ok=True)
+    animate(trace2d(ex.input, ex.kernel, ex.op, **ex.options), gif, fps=1.5, dpi=60)
+    s.figures.append({"file": f"figures/{gif.name}", "caption": caption})
+    return f"figures/{gif.name}"
+
+
 def run(s, ctx) -> None:
     rng = np.random.default_rng(0)
     x, k = rng.integers(0, 9, (6, 6)).astype(float), rng.integers(-2, 3, (3, 3)).astype(float)
@@ -27,13 +38,10 @@ def run(s, ctx) -> None:
             command='cnnlab conv --input "..." --kernel "..." --op convolve')
 
     ex = EXAMPLES["lecture-3x3"]
-    trace = trace2d(ex.input, ex.kernel, ex.op, **ex.options)
-    gif = s.figures_dir / "convolution-lecture-3x3.gif"
-    s.figures_dir.mkdir(parents=True, exist_ok=True)
-    animate(trace, gif, fps=1.5, dpi=70)
-    s.figures.append({"file": f"figures/{gif.name}", "caption": "the 3x3 kernel sliding over the 5x5 input, step by step"})
-    s.exact("the 3x3 kernel over the 5x5 input (no padding, stride 1)", ex.expected, trace.output.astype(int).tolist(),
-            command="cnnlab conv --example lecture-3x3 --steps", figure=f"figures/{gif.name}")
+    gif = _animation(s, "lecture-3x3", "the 3x3 kernel sliding over the 5x5 input, step by step")
+    s.exact("the 3x3 kernel over the 5x5 input (no padding, stride 1)", ex.expected,
+            lambda: _output("lecture-3x3").astype(int).tolist(), command="cnnlab conv --example lecture-3x3 --steps",
+            figure=gif)
     s.exact("the sharpening kernel on the zero-padded image: first output", 114,
             lambda: int(_output("sharpen")[0, 0]), command="cnnlab conv --example sharpen")
 
@@ -42,7 +50,9 @@ def run(s, ctx) -> None:
                                 ("full-padding", [7, 7], "full padding: 5x5 -> 7x7"),
                                 ("stride-2", [3, 3], "stride 2 with padding 1: 6x6 -> 3x3"),
                                 ("dilation-2", [3, 3], "dilation 2: 7x7 -> 3x3")):
-        s.exact(what, lecture, lambda name=name: list(_output(name).shape), command=f"cnnlab conv --example {name}")
+        figure = _animation(s, name, f"{what} ({EXAMPLES[name].description.split(': ', 1)[0]}), step by step")
+        s.exact(what, lecture, lambda name=name: list(_output(name).shape),
+                command=f"cnnlab conv --example {name} --animate {name}.gif", figure=figure)
 
     def uncovered() -> list[int]:
         ex = EXAMPLES["stride-2"]

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from cnnlab._plot import new_figure
 from cnnlab.compare import compare_layers, compare_models
-from cnnlab.compress.run import compress_run, read_compression
+from cnnlab.compress.run import compress_run, stored_compression
 from cnnlab.layers import DepthwiseConv2d, DepthwiseSeparableConv2d, channel_shuffle
 
 LAYERS = "cnnlab compare --layers --in-channels 16 --out-channels 32 --size 64"
 COMPACT = ("fmnist-cnn", "fmnist-separable", "fmnist-grouped", "fmnist-shuffle", "fmnist-gap")
 #: (epochs, training images) of the compact models' comparison: a reduced budget in both.
-COMPARE_BUDGET = {"quick": (1, 5_000), "full": (3, 20_000)}
+COMPARE_BUDGET = {"quick": (1, 5_000), "full": (2, 20_000)}
+#: Training images the post-training methods fine-tune on: a reduced budget in both (their verdicts say so).
+COMPRESS_SUBSET = {"quick": 2_000, "full": 5_000}
 #: The post-training methods: (method, settings, the lecture's words).
 METHODS = [("prune", {"sparsity": 0.9}, "pruning: set near-zero weights to zero, fix these and retrain"),
            ("cluster", {"bits": 4}, "quantization: map similar valued weights to the same value (16 shared values)"),
@@ -34,12 +38,25 @@ def run(s, ctx) -> None:
 
 def _layers(s) -> None:
     rows = {r["name"]: r for r in compare_layers(16, out_channels=32, size=64, batch=1, repeats=1, budget_s=0.01)}
+    done = [r for r in rows.values() if r["params"] is not None]
+    fig, ax = new_figure(figsize=(7.5, 3.4))
+    x = np.arange(len(done))
+    ax.bar(x - 0.2, [r["effective_params"] for r in done], 0.4, label="parameters (effective)", color="#4c72b0")
+    ax.bar(x + 0.2, [r["macs"] / 1000 for r in done], 0.4, label="thousand MACs per image", color="#dd8452")
+    ax.set_yscale("log")
+    ax.set_xticks(x, [r["name"] for r in done], rotation=30, ha="right", fontsize=8)
+    ax.set_title("alternatives to nn.Conv2d(16, 32, 3, padding=1) on 16x64x64 (the same output size)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    file = s.figure("layers", fig, "parameters and MACs of the constrained filters against the standard conv "
+                                   "(MobileNet's depth-wise separable: 688 against 4,640)")
     sep = DepthwiseSeparableConv2d(16, 32)
     s.exact("MobileNet: 16 3x3 depth-wise kernels", 144, rows["depthwise"]["params"], command=LAYERS)
     s.exact("... 32 1x1 point-wise filters and 32 biases", [512, 32],
             [sep.pointwise.weight.numel(), sep.pointwise.bias.numel()], command=LAYERS)
     s.exact("... 688 parameters for the same output feature map size", 688, rows["depthwise-separable"]["params"],
-            command=LAYERS)
+            command=LAYERS, figure=file)
     s.exact("... against 4,640 with the standard approach", 4_640, rows["conv3x3"]["params"], command=LAYERS)
     s.shown("MACs per image: standard conv against depth-wise separable", lambda: [rows["conv3x3"]["macs"],
             rows["depthwise-separable"]["macs"]], command=LAYERS)
@@ -65,7 +82,7 @@ def _compact(s, ctx) -> None:
     budget = f"reduced budget: {epochs} epoch(s) on {subset:,} images each"
     overrides = {"data_dir": ctx.data_dir} if ctx.data_dir is not None else {}
     result = compare_models(COMPACT, epochs=epochs, subset=subset, out=ctx.out / "compare", overrides=overrides,
-                            overwrite=not ctx.reuse, log=ctx.log, progress=False,
+                            overwrite=not ctx.reuse, replace_stale=True, log=ctx.log, progress=False,
                             remeasure=not ctx.reuse)
     rows = {r["name"]: r for r in result["rows"]}
     command = f"cnnlab compare {' '.join(COMPACT)} --epochs {epochs} --subset {subset}"
@@ -80,6 +97,8 @@ def _compact(s, ctx) -> None:
              for n in COMPACT[1:]}
     s.shown("fewer MACs did not always mean less time: the compact models whose latency ratio to fmnist-cnn is more "
             "than twice their MACs ratio", [n for n, (m, t) in ratio.items() if t > 2 * m], command=command)
+    s.figures.append({"file": "compare/compare.png", "caption": f"the compact models side by side ({budget}): "
+                                                                 "accuracy against MACs and against measured latency"})
     gap, cnn = rows["fmnist-gap"]["test_accuracy"], base["test_accuracy"]
     s.within("global pooling 'reduces the complexity of the dense classification network without sacrificing "
              "performance': fmnist-gap's accuracy minus fmnist-cnn's", 0.0, round(gap - cnn, 4), tolerance=0.01,
@@ -90,23 +109,46 @@ def _compact(s, ctx) -> None:
 
 def _compress(s, ctx) -> None:
     run_dir = Path(next(r["run"] for r in ctx.fmnist()["rows"] if r["model"] == "fmnist-cnn"))
-    subset = 2_000 if ctx.quick else 10_000
+    subset = COMPRESS_SUBSET[ctx.budget]
     budget = f"fine-tuned on {subset:,} training images" + (", latency not measured (quick budget)" if ctx.quick else "")
+    points: dict[str, dict] = {}
     for method, settings, what in METHODS:
         name = "-".join([method, *(f"{k}{v}" for k, v in settings.items())])
         args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
 
         def measured(method=method, settings=settings, out=ctx.out / "compress" / name) -> dict:
-            if ctx.reuse and (out / "metrics.json").is_file():
-                record = read_compression(out)
-            else:
+            record = stored_compression(out, run_dir, method, settings=settings, subset=subset) if ctx.reuse else None
+            if record is None:  # none there, another recipe, or the CNN was retrained since
                 record = compress_run(run_dir, method, settings=settings, out=out, overwrite=True, subset=subset,
                                       measure=not ctx.quick, log=ctx.log)
             row = {"size_ratio": round(record["size_ratio"], 2), "accuracy_drop": round(record["accuracy_drop_points"], 2)}
             if record.get("speedup_b256") is not None:
                 row["speedup_b256"] = round(record["speedup_b256"], 2)
+            points[method] = record
             return row
 
         s.shown(f"{what}: bytes (x smaller than the float model's), test accuracy drop (points)"
                 + ("" if ctx.quick else ", batch-256 speed-up"), measured,
                 command=f"cnnlab compress {run_dir} --method {method} {args}".rstrip(), budget=budget)
+    if points:
+        s.figure("compression", _compression_figure(points, budget),
+                 f"the post-training methods on the trained CNN: bytes stored against test accuracy ({budget})")
+
+
+def _compression_figure(points: dict[str, dict], budget: str):
+    fig, ax = new_figure(figsize=(6.4, 3.6))
+    base = next(iter(points.values()))
+    ax.scatter([base["baseline_size_bytes"] / 1e6], [100 * base["baseline_test_accuracy"]], color="black", zorder=3)
+    ax.annotate("float32", (base["baseline_size_bytes"] / 1e6, 100 * base["baseline_test_accuracy"]),
+                textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for method, r in points.items():
+        ax.scatter([r["size_bytes"] / 1e6], [100 * r["test_accuracy"]], zorder=3)
+        ax.annotate(f"{method} ({r['size_ratio']:.1f}x smaller)", (r["size_bytes"] / 1e6, 100 * r["test_accuracy"]),
+                    textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax.set_xscale("log")
+    ax.set(xlabel="bytes stored (MB, log)", ylabel="test accuracy (%)",
+           title=f"compressing fmnist-cnn ({budget})")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -58,13 +58,14 @@ class LectureContext:
 
     def fmnist(self) -> dict[str, Any]:
         """The lecture's CNN and MLP on Fashion-MNIST (``cnnlab experiment fmnist`` into ``OUT/fmnist``), trained
-        once per report, reused when finished with the same recipe (unless ``reuse`` is off)."""
+        once per report, reused when finished with the same recipe (unless ``reuse`` is off); a run of another
+        recipe there (an older cnnlab's) is trained again."""
         if "fmnist" not in self.cache:
             overrides: dict[str, Any] = dict(FMNIST_QUICK) if self.quick else {}
             if self.data_dir is not None:
                 overrides["data_dir"] = self.data_dir
-            self.cache["fmnist"] = run_fmnist(self.out / "fmnist", overwrite=not self.reuse, overrides=overrides,
-                                              log=self.log, progress=False)
+            self.cache["fmnist"] = run_fmnist(self.out / "fmnist", overwrite=not self.reuse, replace_stale=True,
+                                              overrides=overrides, log=self.log, progress=False)
         return self.cache["fmnist"]
 
     def fmnist_command(self) -> str:

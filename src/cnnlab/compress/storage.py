@@ -13,6 +13,7 @@ decompress to 4 GiB is refused before its data is decompressed.
 
 from __future__ import annotations
 
+import functools
 import json
 import lzma
 import math
@@ -322,5 +323,13 @@ def artifact_bytes(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> in
 
 
 def xz_size(path: str | os.PathLike) -> int:
-    """Bytes of ``path`` after the same xz compression (for a baseline measured the same way)."""
+    """Bytes of ``path`` after the same xz compression (for a baseline measured the same way). Remembered per file
+    (path, size and modification time): every method compressing one run asks it of the same weights, and xz
+    takes seconds on them."""
+    st = os.stat(path)
+    return _xz_size(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _xz_size(path: str, size: int, mtime_ns: int) -> int:
     return len(lzma.compress(Path(path).read_bytes(), **_XZ))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cnnlab._plot import save_figure
+from cnnlab.ops import animate
 
 __all__ = ["Check", "Section", "VERDICTS"]
 
@@ -148,6 +149,16 @@ class Section:
         file = f"{self.key}-{name}.png"
         self.figures_dir.mkdir(parents=True, exist_ok=True)
         save_figure(fig, self.figures_dir / file, dpi=100)
+        rel = f"figures/{file}"
+        self.figures.append({"file": rel, "caption": caption})
+        return rel
+
+    def animation(self, name: str, trace, caption: str) -> str:
+        """The kernel or window of an ``ops.trace2d`` trace sliding step by step, as ``figures/<section>-<name>.gif``
+        (what ``cnnlab conv --animate`` writes); returns its path relative to the page."""
+        file = f"{self.key}-{name}.gif"
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        animate(trace, self.figures_dir / file, fps=1.5, dpi=60)
         rel = f"figures/{file}"
         self.figures.append({"file": rel, "caption": caption})
         return rel

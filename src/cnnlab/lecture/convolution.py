@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from cnnlab._plot import new_figure
-from cnnlab.ops import animate, convolve, correlate, pad, trace2d
+from cnnlab.ops import convolve, correlate, pad, trace2d
 from cnnlab.ops.examples import EXAMPLES
 
 
@@ -18,14 +18,9 @@ def _output(name: str) -> np.ndarray:
 
 
 def _animation(s, name: str, caption: str) -> str:
-    """The example's kernel sliding step by step (``cnnlab conv --example NAME --animate``) as a GIF of the
-    section; its path relative to the page."""
+    """The example's kernel sliding step by step (``cnnlab conv --example NAME --animate``)."""
     ex = EXAMPLES[name]
-    gif = s.figures_dir / f"convolution-{name}.gif"
-    s.figures_dir.mkdir(parents=True, exist_ok=True)
-    animate(trace2d(ex.input, ex.kernel, ex.op, **ex.options), gif, fps=1.5, dpi=60)
-    s.figures.append({"file": f"figures/{gif.name}", "caption": caption})
-    return f"figures/{gif.name}"
+    return s.animation(name, trace2d(ex.input, ex.kernel, ex.op, **ex.options), caption)
 
 
 def run(s, ctx) -> None:

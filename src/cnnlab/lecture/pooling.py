@@ -11,19 +11,28 @@ from cnnlab.ops import trace2d
 from cnnlab.ops.examples import EXAMPLES
 
 
-def _run(name: str) -> np.ndarray:
+def _trace(name: str):
     ex = EXAMPLES[name]
-    return trace2d(ex.input, ex.kernel, ex.op, **ex.options).output
+    return trace2d(ex.input, ex.kernel, ex.op, **ex.options)
+
+
+def _run(name: str) -> np.ndarray:
+    return _trace(name).output
 
 
 def run(s, ctx) -> None:
     avg = _run("avgpool-3x3")
+    avg_gif = s.animation("avgpool-3x3", _trace("avgpool-3x3"),
+                          "3x3 average pooling, stride 1, on the 5x5 input, step by step (the lecture's figure 1.5)")
+    max_gif = s.animation("maxpool-3x3", _trace("maxpool-3x3"),
+                          "3x3 max pooling, stride 1, on the 5x5 input, step by step (the lecture's figure 1.6)")
     s.within("3x3 average pooling, stride 1, on the 5x5 input -> 3x3 (the lecture prints one decimal): "
              "largest difference from the lecture's table", 0.0,
              lambda: float(np.abs(avg - np.asarray(EXAMPLES["avgpool-3x3"].expected)).max()), tolerance=0.05,
-             command="cnnlab conv --example avgpool-3x3")
+             command="cnnlab conv --example avgpool-3x3", figure=avg_gif)
     s.exact("3x3 max pooling, stride 1, on the 5x5 input", EXAMPLES["maxpool-3x3"].expected,
-            lambda: _run("maxpool-3x3").astype(int).tolist(), command="cnnlab conv --example maxpool-3x3")
+            lambda: _run("maxpool-3x3").astype(int).tolist(), command="cnnlab conv --example maxpool-3x3",
+            figure=max_gif)
     x = np.arange(100).reshape(10, 10)
     expected = x[1::2, 1::2].tolist()
     s.exact("nn.MaxPool2d(2) on arange(100).reshape(10, 10): the reference op", expected,

@@ -19,7 +19,7 @@ from cnnlab.layers import DepthwiseConv2d, DepthwiseSeparableConv2d, channel_shu
 LAYERS = "cnnlab compare --layers --in-channels 16 --out-channels 32 --size 64"
 COMPACT = ("fmnist-cnn", "fmnist-separable", "fmnist-grouped", "fmnist-shuffle", "fmnist-gap")
 #: (epochs, training images) of the compact models' comparison: a reduced budget in both.
-COMPARE_BUDGET = {"quick": (1, 5_000), "full": (2, 20_000)}
+COMPARE_BUDGET = {"quick": (1, 5_000), "full": (2, 15_000)}
 #: Training images the post-training methods fine-tune on: a reduced budget in both (their verdicts say so).
 COMPRESS_SUBSET = {"quick": 2_000, "full": 5_000}
 #: The post-training methods: (method, settings, the lecture's words).
@@ -136,19 +136,30 @@ def _compress(s, ctx) -> None:
 
 
 def _compression_figure(points: dict[str, dict], budget: str):
-    fig, ax = new_figure(figsize=(6.4, 3.6))
-    base = next(iter(points.values()))
-    ax.scatter([base["baseline_size_bytes"] / 1e6], [100 * base["baseline_test_accuracy"]], color="black", zorder=3)
-    ax.annotate("float32", (base["baseline_size_bytes"] / 1e6, 100 * base["baseline_test_accuracy"]),
-                textcoords="offset points", xytext=(4, 4), fontsize=8)
-    for method, r in points.items():
-        ax.scatter([r["size_bytes"] / 1e6], [100 * r["test_accuracy"]], zorder=3)
-        ax.annotate(f"{method} ({r['size_ratio']:.1f}x smaller)", (r["size_bytes"] / 1e6, 100 * r["test_accuracy"]),
-                    textcoords="offset points", xytext=(4, -10), fontsize=8)
-    ax.set_xscale("log")
-    ax.set(xlabel="bytes stored (MB, log)", ylabel="test accuracy (%)",
-           title=f"compressing fmnist-cnn ({budget})")
-    ax.title.set_fontsize(9)
-    ax.grid(alpha=0.3)
+    """Two bar charts over the methods: how many times fewer bytes than the float model, and the test accuracy
+    against the float model's (dashed)."""
+    fig, (left, right) = new_figure(1, 2, figsize=(9.0, 3.2))
+    names = list(points)
+    y = np.arange(len(names))
+    left.barh(y, [points[n]["size_ratio"] for n in names], color="#4c72b0")
+    for k, n in enumerate(names):
+        left.text(points[n]["size_ratio"], k, f" {points[n]['size_ratio']:.1f}x ({points[n]['size_bytes'] / 1e6:.2f} MB)",
+                  va="center", fontsize=8)
+    left.set_yticks(y, names)
+    left.invert_yaxis()
+    left.set_xlim(0, 1.35 * max(points[n]["size_ratio"] for n in names))
+    left.set_xlabel("times fewer bytes than the float32 weights")
+    base = 100 * next(iter(points.values()))["baseline_test_accuracy"]
+    acc = [100 * points[n]["test_accuracy"] for n in names]
+    right.barh(y, acc, color="#dd8452")
+    right.axvline(base, color="black", linestyle="--", linewidth=1)
+    right.text(base, -0.7, f"float32 {base:.2f}%", ha="center", fontsize=8)
+    for k, a in enumerate(acc):
+        right.text(a, k, f" {a:.2f}%", va="center", fontsize=8)
+    right.set_yticks(y, names)
+    right.invert_yaxis()
+    right.set_xlim(min(acc + [base]) - 2, max(acc + [base]) + 1)
+    right.set_xlabel("test accuracy (%)")
+    fig.suptitle(f"the post-training methods on the trained fmnist-cnn ({budget})", fontsize=9)
     fig.tight_layout()
     return fig

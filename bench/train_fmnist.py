@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -184,10 +183,9 @@ def main() -> int:
         for name in recipes:
             runs += cnnlab_recipe(name, seeds, a.device, tmp, log, **overrides)
         mlp = fit(replace(FMNIST_RECIPES["mlp"], device=a.device, **overrides), tmp / "mlp", progress=False, log=log)
-    onednn = re.search(r"oneDNN v([\w.]+)", torch.__config__.show())
     result = {
         "date": started, "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine_info(device) | {"onednn": onednn.group(1) if onednn else None},
+        "machine": machine_info(device),
         "reference": ref, "cnnlab": runs,
         "mlp": {"epochs": mlp["epochs"], "test_accuracy": mlp["test_accuracy"], "train_seconds": mlp["train_seconds"]},
         "recipes": {name: recipe_config(name).to_dict() for name in recipes},

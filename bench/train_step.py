@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
@@ -113,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(rates[names[0]])
     rows = [{"variant": n, "images_per_s": statistics.median(rates[n]), "rounds": rates[n],
              "ratio": statistics.median(rates[n]) / base} for n in names]
-    onednn = re.search(r"oneDNN v([\w.]+)", torch.__config__.show())
-    info = machine_info() | {"threads": a.threads, "onednn": onednn.group(1) if onednn else None}
+    info = machine_info() | {"threads": a.threads}
     print(f"| variant | images/s (median of {a.rounds}) | vs {names[0]} |\n|---|---|---|")
     for r in rows:
         print(f"| {r['variant']} | {r['images_per_s']:,.0f} | {r['ratio']:.2f}x |")

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 
 from cnnlab import __version__
 
-__all__ = ["machine_info", "code_revision", "cpu_flags", "cpu_has_bf16"]
+__all__ = ["machine_info", "code_revision", "cpu_flags", "cpu_has_bf16", "onednn_version"]
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -83,14 +84,22 @@ def code_revision() -> str:
     return f"cnnlab {__version__} src:{h.hexdigest()[:12]}"
 
 
+@functools.lru_cache(maxsize=1)
+def onednn_version() -> str | None:
+    """The oneDNN (formerly MKL-DNN) version torch was built with, e.g. ``3.12.0``; None without it."""
+    found = re.search(r"(?:oneDNN|MKL-DNN) v([\w.]+)", torch.__config__.show())
+    return found.group(1) if found else None
+
+
 def machine_info(device: Any = None) -> dict[str, Any]:
-    """The machine and software a result comes from: cnnlab, torch and Python versions, the CPU model and
+    """The machine and software a result comes from: cnnlab, torch, oneDNN and Python versions, the CPU model and
     :func:`cpu_flags`, whether oneDNN computes bf16 natively, CPU and torch thread counts, the device and GPU,
     and :func:`code_revision`."""
     return {
         "cnnlab": __version__,
         "code_revision": code_revision(),
         "torch": torch.__version__,
+        "onednn": onednn_version(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpuinfo().get("model name") or platform.processor() or platform.machine(),

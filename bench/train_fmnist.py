@@ -11,6 +11,9 @@ Both sides are tested on the same 10,000 test images; every time is training tim
     python bench/train_fmnist.py --seeds 3                 # the record (about an hour on 2 CPU cores)
     python bench/train_fmnist.py --smoke                   # a minute: every path, tiny budgets, no verdicts
 
+A killed run resumes: the reference and every finished recipe run are kept in ``<out>.partial`` (for the same
+arguments) and only what is missing is trained again; the file is removed when the record is written.
+
 Writes ``bench/out/train_fmnist.json`` and prints the tables for bench/RESULTS.md.
 """
 
@@ -176,23 +179,52 @@ def main() -> int:
     recipes = a.recipes.split(",")
     seeds = list(range(a.seeds))
     started = time.strftime("%Y-%m-%d %H:%M")
+    partial = Path(a.out + ".partial")
+    key = {k: getattr(a, k) for k in ("seeds", "recipes", "ref_epochs", "smoke", "device")}
+    done = json.loads(partial.read_text()) if partial.exists() else {}
+    if done.get("key") != key:
+        done = {"key": key, "started": started, "runs": {}}
+    started = done["started"]
+
+    def keep(**kw):
+        done.update(kw)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        tmp_file = partial.with_name(partial.name + ".tmp")
+        tmp_file.write_text(json.dumps(done, indent=2))
+        tmp_file.replace(partial)
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ref = reference(data, 1 if a.smoke else a.ref_epochs, device, log)
+        if "reference" in done:
+            log(f"reference: kept from the interrupted run ({len(done['reference']['epochs'])} epochs)")
+        else:
+            keep(reference=reference(data, 1 if a.smoke else a.ref_epochs, device, log))
+        ref = done["reference"]
         runs = []
         for name in recipes:
-            runs += cnnlab_recipe(name, seeds, a.device, tmp, log, **overrides)
-        mlp = fit(replace(FMNIST_RECIPES["mlp"], device=a.device, **overrides), tmp / "mlp", progress=False, log=log)
+            for seed in seeds:
+                tag = f"{name}-{seed}"
+                if tag in done["runs"]:
+                    log(f"cnnlab {name} seed {seed}: kept from the interrupted run")
+                else:
+                    done["runs"][tag] = cnnlab_recipe(name, [seed], a.device, tmp, log, **overrides)[0]
+                    keep()
+                runs.append(done["runs"][tag])
+        if "mlp" not in done:
+            m = fit(replace(FMNIST_RECIPES["mlp"], device=a.device, **overrides), tmp / "mlp", progress=False, log=log)
+            keep(mlp={"epochs": m["epochs"], "test_accuracy": m["test_accuracy"], "train_seconds": m["train_seconds"]})
+        mlp = done["mlp"]
     result = {
         "date": started, "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(device),
         "reference": ref, "cnnlab": runs,
-        "mlp": {"epochs": mlp["epochs"], "test_accuracy": mlp["test_accuracy"], "train_seconds": mlp["train_seconds"]},
+        "mlp": mlp,
         "recipes": {name: recipe_config(name).to_dict() for name in recipes},
     }
     result["targets"] = [] if a.smoke else verdicts(result)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    partial.unlink(missing_ok=True)
 
     m = result["machine"]
     flags = ", ".join(k for k, v in m["cpu_flags"].items() if v) or "none of avx512f/avx512_bf16/amx"

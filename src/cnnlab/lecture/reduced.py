@@ -103,8 +103,10 @@ def _compact(s, ctx) -> None:
     s.within("global pooling 'reduces the complexity of the dense classification network without sacrificing "
              "performance': fmnist-gap's accuracy minus fmnist-cnn's", 0.0, round(gap - cnn, 4), tolerance=0.01,
              command=command, budget=budget,
-             differs=f"on the {budget} the small head learns slower than the dense one; the claim is about trained "
-                     f"to convergence (bench/RESULTS.md compares them at full length)")
+             differs=f"{budget}: the pooled head also learns slower. Trained to the end it still costs accuracy: "
+                     f"after 30 epochs fmnist-gap reached 93.38% against fmnist-cnn's 94.70% (bench/RESULTS.md, "
+                     f"2026-11-26), 1.3 points for 96% fewer parameters; on this trunk the lecture's 'without "
+                     f"sacrificing performance' holds only approximately")
 
 
 def _compress(s, ctx) -> None:

@@ -86,7 +86,9 @@ def test_describe(client):
     assert d["model"] == "fmnist-cnn" and d["input_size"] == [1, 28, 28] and len(d["classes"]) == 10
     assert d["has_gradients"] and d["kind"] == "trained" and d["history"]
     assert d["conv_layers"][0] == "features.block1.conv1" and d["default_layer"] == "features.block2.conv2"
-    assert d["attributions"] == ["gradcam", "gradcam++", "saliency", "integrated-gradients", "occlusion"]
+    assert d["attributions"] == ["gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "scorecam", "eigencam",
+                                 "ablationcam", "saliency", "integrated-gradients", "occlusion"]
+    assert d["default_attribution"] == "hirescam"
     assert "sharpen" in d["examples"]
 
 
@@ -218,7 +220,8 @@ def test_an_unknown_image_is_404(client):
     assert r.status_code == 404 and "send it again" in r.json()["error"]
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "saliency", "integrated-gradients", "occlusion"])
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "scorecam", "eigencam",
+                                    "ablationcam", "saliency", "integrated-gradients", "occlusion"])
 def test_attributions(client, image, method):
     r = client.get("/api/attribution", params={"image": image["image"], "method": method, "target": 2,
                                                "faithfulness": "true"})
@@ -226,7 +229,11 @@ def test_attributions(client, image, method):
     d = r.json()
     assert d["target"] == 2 and _decode(d["png"]).shape == (28, 28)
     assert 0 <= d["faithfulness"]["deletion_auc"] <= 1 and 0 <= d["faithfulness"]["insertion_auc"] <= 1
-    assert (d["layer"] is not None) == method.startswith("gradcam")
+    f = d["faithfulness"]
+    assert 0 <= f["blur"]["deletion_auc"] <= 1 and 0 <= f["blur"]["insertion_auc"] <= 1
+    assert -1 <= f["road"]["morf"] <= 1 and -1 <= f["road"]["lerf"] <= 1
+    assert (d["layer"] is not None) == method.endswith(("cam", "cam++"))
+    assert d["blank"] is None or d["blank"].startswith("blank: ")
 
 
 @pytest.mark.parametrize("query,needle", [

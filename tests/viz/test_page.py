@@ -40,7 +40,8 @@ def page(run_dir, fake_fmnist_dir) -> Path:
 
 
 EXPECTED = ["filters.png", "feature_maps_features_block1_conv1.png", "feature_maps_features_block2_conv2.png",
-            "maximize.png", "gradcam.png", "gradcam_plus_plus.png", "occlusion.png", "saliency.png",
+            "maximize.png", "gradcam.png", "gradcam_plus_plus.png", "hirescam.png", "xgradcam.png", "layercam.png",
+            "scorecam.png", "eigencam.png", "ablationcam.png", "occlusion.png", "saliency.png",
             "integrated_gradients.png", "mistakes.png", "confusion.png", "index.html", "faithfulness.json"]
 
 
@@ -71,6 +72,28 @@ def test_faithfulness_table(page, run_dir, fake_fmnist_dir, capsys):
                  "--data-dir", str(fake_fmnist_dir), "--out", "small"])
     out = capsys.readouterr().out
     assert code == 0 and "deletion AUC" in out and "gradcam" in out and "random (reference)" in out
+
+
+def test_evaluate_prints_the_table_and_writes_it(run_dir, fake_fmnist_dir, capsys, tmp_path):
+    from cnnlab.viz import ATTRIBUTION_METHODS
+
+    out = tmp_path / "evaluate"
+    with one_thread():
+        code = main(["viz", str(run_dir), "--evaluate", "--images", "12", "--data-dir", str(fake_fmnist_dir),
+                     "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert set(ev["methods"]) == {*ATTRIBUTION_METHODS, "random (reference)", "gradcam @ features.block2.conv2",
+                                  "gradcam @ features.block2.bn2"}
+    assert ev["images"] == 12 and ev["layer"] == "features.block2.conv2" and ev["module"] == "features.block2.relu2"
+    assert set(ev["ranking"]) | set(ev["untrusted"]) == set(ev["methods"]) - {"random (reference)"}
+    assert "Pass the randomisation check" in printed and "random (reference)" in printed
+    assert all(m in printed for m in ATTRIBUTION_METHODS)
+    md = (out / "evaluation.md").read_text()
+    assert md.startswith("# Which map to trust") and md.count("\n|") >= len(ev["methods"]) + 1
+    assert (out / "methods.png").is_file() and not list(out.glob("gradcam*.png"))  # figures only when asked
+    assert "Which map to trust" in (out / "index.html").read_text()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make test installs Debian's chromium)")

@@ -16,17 +16,23 @@ def add_parser(subparsers) -> None:
                               description="Run visualisation methods on a run's model and write PNG files and "
                                           "one offline index.html (default RUN/viz).")
     p.add_argument("run")
-    p.add_argument("--methods", default="all",
-                   help="all, or a comma list of filters, feature-maps, maximize, gradcam, occlusion, saliency, "
-                        "mistakes")
+    p.add_argument("--methods",
+                   help="all (the default without --evaluate), or a comma list of filters, feature-maps, maximize, "
+                        "gradcam, hirescam, gradcam++, xgradcam, layercam, scorecam, eigencam, ablationcam, "
+                        "occlusion, saliency, mistakes")
     p.add_argument("--layer", help="the conv layer for Grad-CAM and maximisation (default: the last conv layer)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--images", type=_positive_int, default=8, help="the first N test images (8)")
+    g.add_argument("--images", type=_positive_int,
+                   help="the first N test images (8; 256 with --evaluate, whose figures show the first 8)")
     g.add_argument("--image", nargs="+", metavar="FILE", help="image files instead of test images")
     p.add_argument("--target", type=_non_negative_int, help="class to explain (default: each image's prediction)")
     p.add_argument("--out", help="output folder (default RUN/viz)")
     p.add_argument("--faithfulness", action="store_true",
                    help="deletion/insertion curves per attribution method; prints the table")
+    p.add_argument("--evaluate", action="store_true",
+                   help="which map to trust: every attribution method's faithfulness (deletion/insertion with black "
+                        "and blurred replacement, ROAD), randomisation check and time; writes evaluation.json/.md "
+                        "and prints the table")
     p.add_argument("--data-dir")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -36,7 +42,7 @@ def run(a: argparse.Namespace) -> int:
     from cnnlab.viz.report import visualize_run
 
     result = visualize_run(a.run, a.out, methods=a.methods, layer=a.layer, n_images=a.images, image_files=a.image,
-                           target=a.target, data_dir=a.data_dir, faithfulness=a.faithfulness,
+                           target=a.target, data_dir=a.data_dir, faithfulness=a.faithfulness, evaluate=a.evaluate,
                            log=(lambda s: None) if a.json else print)
     if a.json:
         print(json.dumps(result))
@@ -47,5 +53,17 @@ def run(a: argparse.Namespace) -> int:
         print(f"{'method':<{w}}  deletion AUC  insertion AUC")
         for k, v in result["faithfulness"].items():
             print(f"{k:<{w}}  {v['deletion_auc']:12.3f}  {v['insertion_auc']:13.3f}")
+    if "evaluation" in result:
+        from cnnlab.viz.evaluate import evaluation_table
+        from cnnlab.viz.report import verdict_text
+
+        head, rows = evaluation_table(result["evaluation"])
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+        print()
+        for line in (head, ["-" * w for w in widths], *rows):
+            print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        print("\n" + verdict_text(result["evaluation"]))
+    for method, blanks in result.get("blank_maps", {}).items():
+        print(f"{method}: {len(blanks)} blank map(s); {blanks[0]['why']}")
     print(f"open {result['index']}")
     return 0

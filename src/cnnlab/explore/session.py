@@ -36,18 +36,19 @@ from cnnlab.ops import conv_output_size, conv_setup, pool_output_size, trace2d
 from cnnlab.ops.examples import EXAMPLES
 from cnnlab.ops.matrix import parse_matrix
 from cnnlab.runs import load_run
-from cnnlab.viz import (VizError, conv_layer, conv_layers, effective_receptive_field, filters, grad_cam, has_filters,
+from cnnlab.viz import (VizError, conv_layer, conv_layers, effective_receptive_field, filters, has_filters,
                         integrated_gradients, layer_outputs, maximize_activation, occlusion, saliency, untouched)
 from cnnlab.viz.attribution import black
-from cnnlab.viz.faithfulness import deletion_insertion
+from cnnlab.viz.cam import CAM_METHODS, DEFAULT_CAM, cam
+from cnnlab.viz.evaluate import faithfulness_scores
 
 __all__ = ["ATTRIBUTIONS", "ExploreError", "ExploreSession", "MAX_UPLOAD_BYTES", "NoGradientsError", "NotFoundError"]
 
 #: The largest image a user may upload or draw (bytes of the encoded file).
 MAX_UPLOAD_BYTES = 8 * 1024**2
-#: Attribution methods of the "where it looks" view; the first four need gradients.
-ATTRIBUTIONS = ("gradcam", "gradcam++", "saliency", "integrated-gradients", "occlusion")
-_GRADIENT_VIEWS = {"gradcam", "gradcam++", "saliency", "integrated-gradients", "unit"}
+#: Attribution methods of the "where it looks" view; all but occlusion need a float model (gradients).
+ATTRIBUTIONS = (*CAM_METHODS, "saliency", "integrated-gradients", "occlusion")
+_GRADIENT_VIEWS = {*CAM_METHODS, "saliency", "integrated-gradients", "unit"}
 _IMAGES_KEPT = 64  # decoded inputs remembered per session (a few tabs' worth of strokes)
 _LARGEST_TRACE = 4096  # output positions a live convolution shows step by step
 
@@ -140,6 +141,7 @@ class ExploreSession:
             "dataset": self.info.get("name"), "conv_layers": self._convs, "filters": has_filters(self.model),
             "default_layer": conv_layer(self.model, None)[0] if self._convs else None,
             "attributions": [m for m in ATTRIBUTIONS if self.has_gradients or m == "occlusion"],
+            "default_attribution": DEFAULT_CAM if self.has_gradients else "occlusion",
             "history": (run.path / "history.csv").is_file(), "max_upload_bytes": MAX_UPLOAD_BYTES,
             "examples": {n: e.description for n, e in EXAMPLES.items()},
             "example_ops": {n: e.op for n, e in EXAMPLES.items()},
@@ -294,10 +296,11 @@ class ExploreSession:
                 with untouched(self.model), torch.no_grad():
                     target = int(self.model(x).argmax(1)[0])
             t = torch.tensor([target])
+            blank = None
             try:
-                if method in ("gradcam", "gradcam++"):
-                    name = layer or conv_layer(self.model, None)[0]
-                    maps = grad_cam(self.model, x, t, layer=name, variant=method)
+                if method in CAM_METHODS:
+                    r = cam(self.model, x, t, method=method, layer=layer or conv_layer(self.model, None)[0])
+                    maps, name, blank = r.maps, r.layer, r.why_blank(0)
                 elif method == "saliency":
                     maps, name = saliency(self.model, x, t), None
                 elif method == "integrated-gradients":
@@ -312,13 +315,15 @@ class ExploreSession:
             except VizError as e:
                 raise ExploreError(str(e)) from None
             scores = None
-            if faithfulness:
-                r = deletion_insertion(self.model, x, maps, t, baseline=dark, steps=10)
-                scores = {"deletion_auc": round(float(r["deletion_auc"]), 4),
-                          "insertion_auc": round(float(r["insertion_auc"]), 4)}
+            if faithfulness:  # the numbers of `cnnlab viz --evaluate`, for this one image
+                f = faithfulness_scores(self.model, x, maps, t, baseline=dark, steps=10)
+                scores = {"deletion_auc": round(f["black"]["deletion_auc"], 4),
+                          "insertion_auc": round(f["black"]["insertion_auc"], 4),
+                          "blur": {k: round(f["blur"][k], 4) for k in ("deletion_auc", "insertion_auc")},
+                          "road": {"morf": round(f["road"]["morf"][50], 4), "lerf": round(f["road"]["lerf"][50], 4)}}
         pixels, lo, hi = _gray(maps[0])
         return {"image": image_id, "method": method, "target": target, "layer": name, "png": _png(pixels),
-                "min": lo, "max": hi, "faithfulness": scores}
+                "min": lo, "max": hi, "faithfulness": scores, "blank": blank}
 
     def _needs_gradients(self, view: str) -> None:
         if not self.has_gradients:

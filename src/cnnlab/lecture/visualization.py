@@ -16,7 +16,8 @@ from cnnlab.models import create_model
 from cnnlab.train import TrainConfig
 from cnnlab.runs import load_run
 from cnnlab.train.reuse import fit_or_reuse
-from cnnlab.viz import activation_after, conv_layers, feature_maps, grad_cam, maximize_activation, occlusion
+from cnnlab.viz import activation_after, conv_layers, feature_maps, maximize_activation, occlusion
+from cnnlab.viz.cam import cam
 
 #: The lecture's table of the dogs-vs-cats CNN (torchsummary): the conv and linear layers' parameters.
 CATSDOGS_PARAMS = [896, 18_496, 73_856, 147_584, 295_168, 1_180_160, 2_359_808, 2_359_808, 16_777_728, 513]
@@ -102,17 +103,21 @@ def _visualize(s, ctx, run_dir: Path, key: str, what: str, budget: str | None) -
             differs=f"{budget}: in a barely trained model a channel no input turns on stays at 0" if budget else None)
 
     targets = list(range(min(len(classes), 4)))
-    cams = [grad_cam(model, x, torch.tensor([t]))[0] for t in targets]
-    fig, axes = new_figure(1, len(targets), figsize=(2.2 * len(targets), 2.5))
+    results = [cam(model, x, torch.tensor([t]), method="gradcam") for t in targets]  # the lecture's method
+    cams = [r.maps[0] for r in results]
+    fig, axes = new_figure(1, len(targets), figsize=(2.2 * len(targets), 2.7))
     picture = denormalize(x[0], mean, std)
-    for ax, t, cam in zip(np.atleast_1d(axes), targets, cams):
+    for ax, t, r in zip(np.atleast_1d(axes), targets, results):
         ax.imshow(picture[0].numpy() if picture.shape[0] == 1 else picture.permute(1, 2, 0).numpy(), cmap="gray")
-        ax.imshow(cam.numpy(), cmap="jet", alpha=0.45)
-        ax.set_title(f'"{classes[t]}"', fontsize=8)
+        ax.imshow(r.maps[0].numpy(), cmap="jet", alpha=0.45)
+        ax.set_title(f'"{classes[t]}"' + ("\nblank: weighted sum < 0" if r.why_blank(0) else ""), fontsize=8)
         ax.set_axis_off()
     fig.suptitle(f"Grad-CAM of one test image ({classes[label]}) for several classes", fontsize=9)
     fig.tight_layout()
-    file = s.figure(f"{key}-gradcam", fig, f"Grad-CAM for {len(targets)} classes of one image ({what})")
+    blank = [(classes[t], r.why_blank(0)) for t, r in zip(targets, results) if r.why_blank(0)]
+    note = "".join(f"; the map for \"{c}\" is {why}" for c, why in blank[:1])
+    note += f" (so are {len(blank) - 1} more)" if len(blank) > 1 else ""
+    file = s.figure(f"{key}-gradcam", fig, f"Grad-CAM for {len(targets)} classes of one image ({what}){note}")
 
     def differ() -> bool:
         flat = torch.stack([c.flatten() for c in cams])

@@ -1,9 +1,10 @@
-"""Where a CNN looks: Grad-CAM (and Grad-CAM++, guided Grad-CAM), occlusion, saliency and integrated
-gradients for a batch of images.
+"""Where a CNN looks: the CAM family (Grad-CAM, HiResCAM, Grad-CAM++, XGradCAM, LayerCAM, ScoreCAM, EigenCAM,
+AblationCAM), guided Grad-CAM, occlusion, saliency and integrated gradients for a batch of images.
 
-Captum does Grad-CAM (``LayerGradCam``), guided Grad-CAM, occlusion, saliency and integrated gradients;
-cnnlab wraps them with one face (maps of shape (N, H, W) at the input's resolution, targets checked)
-and writes by hand only Grad-CAM++, which captum lacks. Every function leaves the model as it found it.
+The CAM family comes from pytorch-grad-cam (:mod:`cnnlab.viz.cam`); captum does guided Grad-CAM, occlusion,
+saliency and integrated gradients. cnnlab wraps them with one face (maps of shape (N, H, W) at the input's
+resolution, targets checked) and writes none of the methods by hand. Every function leaves the model as it
+found it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
+from captum.attr import GuidedGradCam, IntegratedGradients, Occlusion, Saliency
 
 from cnnlab.viz._state import VizError, untouched
 from cnnlab.viz.layers import conv_layer
@@ -23,7 +24,9 @@ from cnnlab.viz.layers import conv_layer
 __all__ = ["targets_for", "grad_cam", "grad_cam_module", "occlusion", "saliency", "integrated_gradients",
            "normalize_maps", "default_patch_sizes", "GRAD_CAM_VARIANTS"]
 
-GRAD_CAM_VARIANTS = ("gradcam", "gradcam++", "guided")
+#: Every CAM-family method (pytorch-grad-cam) and ``guided`` (captum's guided Grad-CAM).
+GRAD_CAM_VARIANTS = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "scorecam", "eigencam",
+                     "ablationcam", "guided")
 
 
 @contextmanager
@@ -62,8 +65,8 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
 
 def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, layer: str | None = None,
              variant: str = "gradcam", upsample: bool = True) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al., ICCV 2017): ReLU of the conv layer's activations weighted by the
-    spatially averaged gradients of the target class score; (N, H, W), non-negative.
+    """A CAM-family map (N, H, W), non-negative: Grad-CAM (Selvaraju et al., ICCV 2017) by default, the ReLU
+    of the conv layer's activations weighted by the spatially averaged gradients of the target class score.
 
     ``layer``: a conv layer name (default: the last conv layer). Its *activations* are its rectified
     feature maps, as in the paper (whose ``conv5_3`` maps are taken after the ReLU): the output of the
@@ -72,27 +75,23 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, layer: str 
     conv, a pool, a linear layer), or the activation module is shared by several calls, the conv's own
     output is used. See :func:`grad_cam_module`.
 
-    ``variant``: ``gradcam`` (captum's ``LayerGradCam``), ``gradcam++`` (Chattopadhay et al., WACV 2018;
-    written here, captum lacks it; its closed form assumes non-negative activations) or ``guided``
-    (captum's ``GuidedGradCam``: Grad-CAM times guided backpropagation, at input resolution).
+    ``variant``: one of :data:`GRAD_CAM_VARIANTS`: a method of :mod:`cnnlab.viz.cam` (pytorch-grad-cam's
+    formulas; :func:`cnnlab.viz.cam.cam` also returns why a map is blank) or ``guided`` (captum's
+    ``GuidedGradCam``: Grad-CAM times guided backpropagation, at input resolution).
     """
+    from cnnlab.viz.cam import cam
+
     if variant not in GRAD_CAM_VARIANTS:
         raise VizError(f"variant must be one of {', '.join(GRAD_CAM_VARIANTS)}; got {variant!r}")
-    name, conv = conv_layer(model, layer)
+    if variant != "guided":
+        return cam(model, images, target, method=variant, layer=layer, upsample=upsample).maps
+    name, _ = conv_layer(model, layer)
     targets = targets_for(model, images, target)
     images = images.detach()
     maps = grad_cam_module(model, name, images[:1])
     with untouched(model), _quiet_captum():
-        if variant == "guided":
-            attr = GuidedGradCam(model, maps).attribute(images, target=targets)
-            return attr.abs().amax(1).detach()
-        if variant == "gradcam":
-            cam = LayerGradCam(model, maps).attribute(images, target=targets, relu_attributions=True)
-        else:
-            cam = _grad_cam_plus_plus(model, maps, images, targets)
-        if upsample:
-            cam = LayerAttribution.interpolate(cam, tuple(images.shape[-2:]), interpolate_mode="bilinear")
-    return cam[:, 0].clamp_min(0).detach()
+        attr = GuidedGradCam(model, maps).attribute(images, target=targets)
+    return attr.abs().amax(1).detach()
 
 
 # Modules that may sit between a conv and its activation without changing what the maps mean.
@@ -135,26 +134,6 @@ def grad_cam_module(model: nn.Module, layer: str | None, example: torch.Tensor) 
         if not isinstance(m, _ELEMENTWISE):
             return conv
     return conv
-
-
-def _grad_cam_plus_plus(model, conv, images, targets) -> torch.Tensor:
-    """Grad-CAM++ with the usual closed form for an exponential score: per pixel
-    ``alpha = g^2 / (2 g^2 + sum(A) g^3)``, channel weight ``sum(alpha * relu(g))``."""
-    store = {}
-    handle = conv.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
-    try:
-        with torch.enable_grad():
-            x = images.detach().requires_grad_(True)
-            scores = model(x).gather(1, targets.view(-1, 1)).sum()
-            (g,) = torch.autograd.grad(scores, store["a"])
-    finally:
-        handle.remove()
-    a = store["a"].detach()
-    g2, g3 = g.pow(2), g.pow(3)
-    denom = 2 * g2 + a.sum((2, 3), keepdim=True) * g3
-    alpha = torch.where(g != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g))
-    weights = (alpha * F.relu(g)).sum((2, 3), keepdim=True)
-    return F.relu((weights * a).sum(1, keepdim=True))
 
 
 def black(mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

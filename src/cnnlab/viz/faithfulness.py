@@ -22,15 +22,19 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
                        steps: int = 20, baseline: float | torch.Tensor = 0.0, batch: int = 512) -> dict:
     """Curves (N, steps + 1) of the target probability after removing (deletion) or keeping (insertion)
     the top ``k / steps`` fraction of pixels by ``maps`` (N, H, W), and their areas (trapezoid rule over
-    the fraction in [0, 1], averaged over images). A removed pixel takes ``baseline``: one value, or one
-    per channel (:func:`cnnlab.viz.attribution.black`)."""
+    the fraction in [0, 1], averaged over images). A removed pixel takes ``baseline``: one value, one
+    per channel (:func:`cnnlab.viz.attribution.black`), or an image per image, shaped as ``images`` (a
+    blurred copy: :func:`cnnlab.viz.evaluate.blurred`)."""
     n, c, h, w = images.shape
     if maps.shape != (n, h, w):
         raise VizError(f"maps must have shape {(n, h, w)} (one per image, at input resolution); got {tuple(maps.shape)}")
     if steps < 1:
         raise VizError(f"steps must be a positive integer; got {steps}")
-    fill = as_baseline(baseline, images)
-    fill = torch.full_like(images, fill) if not isinstance(fill, torch.Tensor) else fill.expand_as(images)
+    if isinstance(baseline, torch.Tensor) and baseline.shape == images.shape:
+        fill = baseline.to(images)  # a replacement image per image (e.g. a blurred copy)
+    else:
+        fill = as_baseline(baseline, images)
+        fill = torch.full_like(images, fill) if not isinstance(fill, torch.Tensor) else fill.expand_as(images)
     order = maps.reshape(n, -1).argsort(dim=1, descending=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=order.device).expand(n, -1))

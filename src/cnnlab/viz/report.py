@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,7 +18,9 @@ from cnnlab._plot import figure, save_figure
 from cnnlab.data import denormalize, input_range, load_run_image, normalize
 from cnnlab.runs import load_run
 from cnnlab.viz._state import VizError
-from cnnlab.viz.attribution import black, grad_cam, integrated_gradients, occlusion, saliency, targets_for
+from cnnlab.viz.attribution import black, integrated_gradients, occlusion, saliency, targets_for
+from cnnlab.viz.cam import CAM_METHODS, cam, cam_target_module
+from cnnlab.viz.evaluate import ATTRIBUTION_METHODS, attribution_maps, evaluate_attributions, evaluation_table
 from cnnlab.viz.faithfulness import deletion_insertion
 from cnnlab.viz.inside import feature_maps, filters
 from cnnlab.viz.layers import activation_after, conv_layer, conv_layers
@@ -25,7 +28,9 @@ from cnnlab.viz.maximize import maximize_activation
 
 __all__ = ["METHODS", "Figure", "visualize_run"]
 
-METHODS = ("filters", "feature-maps", "maximize", "gradcam", "occlusion", "saliency", "mistakes")
+METHODS = ("filters", "feature-maps", "maximize", *CAM_METHODS, "occlusion", "saliency", "mistakes")
+#: Images a figure shows, and images ``--evaluate`` measures, unless ``--images`` says otherwise.
+FIGURE_IMAGES, EVALUATE_IMAGES = 8, 256
 
 
 @dataclass
@@ -49,7 +54,11 @@ def _save_grid(path: Path, panels: Sequence[np.ndarray], titles: Sequence[str], 
     n = len(panels)
     ncols = max(1, min(ncols, n))
     nrows = (n + ncols - 1) // ncols
-    fig = figure(figsize=(cell * ncols, (cell + 0.3) * nrows + (0.4 if suptitle else 0)), dpi=100)
+    if suptitle:  # wrapped to the figure's width, and room kept above the panels for every line
+        suptitle = "\n".join(textwrap.wrap(suptitle, max(30, int(cell * ncols * 13))))
+    head = 0.2 + 0.16 * (suptitle.count("\n") + 1) if suptitle else 0.0
+    height = (cell + 0.3) * nrows + head
+    fig = figure(figsize=(cell * ncols, height), dpi=100)
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ax.set_axis_off()
@@ -64,7 +73,9 @@ def _save_grid(path: Path, panels: Sequence[np.ndarray], titles: Sequence[str], 
             ax.set_title(titles[i], fontsize=7)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 1 - head / height))
+    else:
+        fig.tight_layout()
     save_figure(fig, path)
 
 
@@ -80,14 +91,19 @@ def _norm01(a: torch.Tensor) -> np.ndarray:
     return (a / peak).numpy() if peak > 0 else a.numpy()
 
 
-def visualize_run(run_path: str | Path, out: str | Path | None = None, *, methods: Sequence[str] | str = "all",
-                  layer: str | None = None, n_images: int = 8, image_files: Sequence[str] | None = None,
+def visualize_run(run_path: str | Path, out: str | Path | None = None, *, methods: Sequence[str] | str | None = None,
+                  layer: str | None = None, n_images: int | None = None, image_files: Sequence[str] | None = None,
                   target: int | None = None, data_dir: str | None = None, faithfulness: bool = False,
-                  log: Callable[[str], None] = print) -> dict:
+                  evaluate: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run the chosen methods on a run directory's model; write PNGs and ``index.html`` into ``out``
     (default ``RUN/viz``). Returns what was written and, with ``faithfulness``, the deletion/insertion
-    table."""
-    methods = _methods(methods)
+    table. ``methods``: default all (none with ``evaluate``, whose page shows every attribution method on
+    the first images instead). ``evaluate``: every attribution method measured on ``n_images`` (default
+    256) test images (:func:`cnnlab.viz.evaluate.evaluate_attributions`), ``evaluation.json`` and
+    ``evaluation.md``; figures use the first 8."""
+    methods = _methods(methods if methods is not None else ([] if evaluate else "all"))
+    if n_images is None:
+        n_images = EVALUATE_IMAGES if evaluate else FIGURE_IMAGES
     loaded = load_run(run_path)  # any run: trained, transferred or compressed
     model, info = loaded.model, loaded.data
     spec = loaded.run.read_json("model.json")
@@ -112,6 +128,11 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, *, method
             raw, labels = data.test_x[:n_images], data.test_y[:n_images]
             names = [f"test #{i}" for i in range(len(raw))]
         page = _Page(f"cnnlab viz: {model_name} ({loaded.run.path.name})")
+        all_raw, all_labels = raw, labels
+        if evaluate:
+            raw = raw[:FIGURE_IMAGES]
+            labels = None if labels is None else labels[:FIGURE_IMAGES]
+            names = names[:FIGURE_IMAGES]
         v = _Context(model, model_name, info, out, raw, labels, names, data, layer, gc_name, target, page, log)
         for method in (m for m in METHODS if m in methods):  # the page's order, whatever order they were asked in
             _SECTIONS[method](v)
@@ -120,8 +141,12 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, *, method
             atomic_write_bytes(out / "confusion.png", conf.read_bytes())
             v.add("Mistakes", "confusion.png", f"{model_name}: confusion matrix on the test set")
         result = {"out": str(out), "figures": [f.__dict__ for f in page.figures]}
+        if v.blank:
+            result["blank_maps"] = v.blank
         if faithfulness:
             result["faithfulness"] = _faithfulness(v)
+        if evaluate:
+            result["evaluation"] = _evaluate(v, normalize(all_raw, v.mean, v.std), all_labels)
         atomic_write_text(out / "index.html", _html(page))
         atomic_write_json(out / "viz.json", result)
         result["index"] = str(out / "index.html")
@@ -130,7 +155,7 @@ def visualize_run(run_path: str | Path, out: str | Path | None = None, *, method
 
 def _methods(methods: Sequence[str] | str) -> list[str]:
     """``"all"``, ``"gradcam,occlusion"`` or a list, as known method names (in the order given)."""
-    names = list(METHODS) if methods == "all" or methods == ["all"] else \
+    names = list(METHODS) if methods in ("all", ["all"], ("all",)) else \
         [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
     bad = [m for m in names if m not in METHODS]
     if bad:
@@ -156,6 +181,7 @@ class _Context:
             self.probs = F.softmax(model(self.images), 1)
         self.pics = [_display(x, self.mean, self.std) for x in self.images]
         self.attributions: dict[str, torch.Tensor] = {}
+        self.blank: dict[str, list[dict]] = {}  # method -> the images whose map is empty, and why
 
     def caption(self, i: int) -> str:
         t = int(self.targets[i])
@@ -204,15 +230,23 @@ def _maximize(v: _Context) -> None:
           f"{v.model_name}, layer {lname}: median gain x{float(res.gain.median()):.0f} over the starting noise")
 
 
-def _gradcam(v: _Context) -> None:
-    for variant in ("gradcam", "gradcam++"):
-        maps = grad_cam(v.model, v.images, v.targets, layer=v.gc_name, variant=variant)
-        v.attributions[variant] = maps
-        file = "gradcam.png" if variant == "gradcam" else "gradcam_plus_plus.png"
-        _save_grid(v.out / file, v.pics, v.captions(), 4, overlays=[_norm01(a) for a in maps], cell=2.0,
-                   suptitle=f"{variant}, layer {v.gc_name}")
-        v.add("Grad-CAM", file, f"{v.model_name}, {variant} at layer {v.gc_name}, target: "
-              + ("predicted class" if v.target is None else v.classes[v.target]))
+def _cam(v: _Context, method: str) -> None:
+    """One CAM method's maps over the images; a blank map says why on its panel and in ``viz.json``."""
+    r = cam(v.model, v.images, v.targets, method=method, layer=v.gc_name)
+    v.attributions[method] = r.maps
+    titles = v.captions()
+    for i in range(len(titles)):
+        why = r.why_blank(i)
+        if why:
+            titles[i] += "\nBLANK: " + ("layer all zero" if "every activation" in why else "weighted sum < 0 everywhere")
+            v.blank.setdefault(method, []).append({"image": v.names[i], "why": why})
+    file = {"gradcam++": "gradcam_plus_plus"}.get(method, method) + ".png"
+    _save_grid(v.out / file, v.pics, titles, 4, overlays=[_norm01(a) for a in r.maps], cell=2.0,
+               suptitle=f"{method}, layer {r.module}")
+    blanks = v.blank.get(method, [])
+    note = f"; {len(blanks)} of {len(titles)} maps blank: {blanks[0]['why']}" if blanks else ""
+    v.add("Class activation maps", file, f"{v.model_name}, {method} at {r.module} (conv layer {r.layer}), target: "
+          + ("predicted class" if v.target is None else v.classes[v.target]) + note)
 
 
 def _occlusion(v: _Context) -> None:
@@ -241,7 +275,7 @@ def _saliency(v: _Context) -> None:
 def _faithfulness(v: _Context) -> dict[str, dict[str, float]]:
     """Deletion and insertion areas of every attribution made, against a random map; ``faithfulness.json``."""
     if not v.attributions:
-        raise VizError("--faithfulness needs an attribution method: gradcam, occlusion or saliency")
+        raise VizError(f"--faithfulness needs an attribution method: {', '.join(CAM_METHODS)}, occlusion or saliency")
     gen = torch.Generator().manual_seed(0)
     maps = v.attributions | {"random (reference)": torch.rand(v.images.shape[0], *v.images.shape[2:], generator=gen)}
     rows = {}
@@ -253,6 +287,58 @@ def _faithfulness(v: _Context) -> dict[str, dict[str, float]]:
                           ["method", "deletion AUC", "insertion AUC"],
                           [[k, f"{r['deletion_auc']:.3f}", f"{r['insertion_auc']:.3f}"] for k, r in rows.items()]))
     return rows
+
+
+def _evaluate(v: _Context, images: torch.Tensor, labels) -> dict:
+    """Every attribution method measured on ``images`` (:func:`evaluate_attributions`), written as
+    ``evaluation.json`` and ``evaluation.md``, shown as a table, and every method's maps for the first images
+    as one figure."""
+    targets = targets_for(v.model, images, v.target)
+    v.log(f"evaluating {len(ATTRIBUTION_METHODS)} attribution methods on {len(images)} images ...")
+    result = evaluate_attributions(v.model, images, targets, layer=v.gc_name, baseline=v.dark, log=v.log)
+    module = cam_target_module(v.model, v.gc_name, v.images)[1]
+    result.update({"model": v.model_name, "layer": v.gc_name, "module": module, "images": len(images),
+                   "target": "predicted class" if v.target is None else v.classes[v.target]})
+    head, rows = evaluation_table(result)
+    title = (f"Which map to trust: {len(ATTRIBUTION_METHODS)} methods on {len(images)} images "
+             f"(randomisation passes below rho {result['randomisation_pass']}; del lower and ins higher is better; "
+             f"ROAD: change of the class probability)")
+    v.page.tables.append((title, head, rows))
+    atomic_write_json(v.out / "evaluation.json", result)
+    atomic_write_text(v.out / "evaluation.md", _markdown(title, head, rows, result))
+    k = min(4, len(v.images))
+    panels, overlays, titles = [], [], []
+    for method in ATTRIBUTION_METHODS:
+        maps = attribution_maps(v.model, v.images[:k], v.targets[:k], method, layer=v.gc_name, baseline=v.dark)
+        for i in range(k):
+            panels.append(v.pics[i])
+            overlays.append(_norm01(maps[i]))
+            titles.append(method)
+    shown = "; ".join(f"{v.classes[int(v.targets[i])]} {100 * float(v.probs[i, int(v.targets[i])]):.0f}%"
+                      for i in range(k))
+    _save_grid(v.out / "methods.png", panels, titles, k, overlays=overlays, cell=1.8,
+               suptitle=f"every method, one row each, on the same {k} images ({shown}); CAMs at {module}")
+    v.add("Which map to trust", "methods.png", f"{v.model_name}: every attribution method on the first {k} images")
+    return result
+
+
+def _markdown(title: str, head: list[str], rows: list[list[str]], result: dict) -> str:
+    """``evaluation.md``: the table and the verdict in words."""
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", verdict_text(result), ""]
+    return "\n".join(lines)
+
+
+def verdict_text(result: dict) -> str:
+    """The evaluation's conclusion in two sentences."""
+    best = result["most_faithful"]
+    trusted = ", ".join(result["ranking"]) or "none"
+    untrusted = ", ".join(result["untrusted"]) or "none"
+    return (f"Pass the randomisation check (trust, best first): {trusted}. Fail it (their maps survive "
+            f"re-initialising every layer: they show the image more than the model): {untrusted}. Most faithful "
+            f"with black replacement: {best.get('black')}; with blurred: {best.get('blur')}; under ROAD: "
+            f"{best.get('road')}.")
 
 
 def _mistakes(v: _Context, k: int = 16) -> None:
@@ -279,7 +365,8 @@ def _mistakes(v: _Context, k: int = 16) -> None:
 
 #: One section of the page per method, in :data:`METHODS` order.
 _SECTIONS: dict[str, Callable[[_Context], None]] = {
-    "filters": _filters, "feature-maps": _feature_maps, "maximize": _maximize, "gradcam": _gradcam,
+    "filters": _filters, "feature-maps": _feature_maps, "maximize": _maximize,
+    **{m: (lambda v, m=m: _cam(v, m)) for m in CAM_METHODS},
     "occlusion": _occlusion, "saliency": _saliency, "mistakes": _mistakes}
 
 

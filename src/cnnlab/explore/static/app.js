@@ -1084,18 +1084,22 @@ function convWithFilter(n) {
 }
 
 // ============================================================================================ where it looks
-const METHOD_NAMES = { gradcam: 'Grad-CAM', 'gradcam++': 'Grad-CAM++', saliency: 'saliency (|∂score / ∂input|)',
-  'integrated-gradients': 'integrated gradients', occlusion: 'occlusion' };
+const METHOD_NAMES = { gradcam: 'Grad-CAM', hirescam: 'HiResCAM', 'gradcam++': 'Grad-CAM++', xgradcam: 'XGrad-CAM',
+  layercam: 'LayerCAM', scorecam: 'Score-CAM', eigencam: 'Eigen-CAM (class-agnostic)', ablationcam: 'Ablation-CAM',
+  saliency: 'saliency (|∂score / ∂input|)', 'integrated-gradients': 'integrated gradients', occlusion: 'occlusion' };
+const CAM_METHODS = new Set(['gradcam', 'hirescam', 'gradcam++', 'xgradcam', 'layercam', 'scorecam', 'eigencam',
+  'ablationcam']);
 const attr = { seq: 0, map: null, result: null };
 
 function initAttribution() {
   const r = state.run;
   $('#attr-method').append(...r.attributions.map((m) => el('option', { value: m, text: METHOD_NAMES[m] || m })));
+  if (r.default_attribution) $('#attr-method').value = r.default_attribution; // chosen by viz --evaluate
   $('#attr-target').append(...r.classes.map((c, i) => el('option', { value: i, text: `${i}: ${c}` })));
   $('#attr-layer').append(...r.conv_layers.map((l) => el('option', { value: l, text: l })));
   if (r.default_layer) $('#attr-layer').value = r.default_layer;
   if (!r.has_gradients) {
-    $('#attr-note').textContent = `Grad-CAM, Grad-CAM++, saliency and integrated gradients ${NEEDS_GRADIENTS}; occlusion works.`;
+    $('#attr-note').textContent = `the CAM methods, saliency and integrated gradients ${NEEDS_GRADIENTS}; occlusion works.`;
   }
   const again = () => { updateAttrControls(); guard('where it looks', runAttribution)(); };
   for (const id of ['#attr-method', '#attr-target', '#attr-layer', '#attr-patch', '#attr-stride', '#attr-faith']) {
@@ -1108,7 +1112,7 @@ function initAttribution() {
 
 function updateAttrControls() {
   const m = $('#attr-method').value;
-  $('#attr-layer-box').hidden = !m.startsWith('gradcam');
+  $('#attr-layer-box').hidden = !CAM_METHODS.has(m);
   $('#attr-patch-box').hidden = m !== 'occlusion';
   $('#attr-stride-box').hidden = m !== 'occlusion';
 }
@@ -1119,7 +1123,7 @@ async function runAttribution() {
   const m = $('#attr-method').value;
   const q = { image: state.input.image, method: m, target: $('#attr-target').value,
     faithfulness: $('#attr-faith').checked ? 'true' : null };
-  if (m.startsWith('gradcam')) q.layer = $('#attr-layer').value;
+  if (CAM_METHODS.has(m)) q.layer = $('#attr-layer').value;
   if (m === 'occlusion') Object.assign(q, { patch: $('#attr-patch').value, stride: $('#attr-stride').value });
   $('#attr-info').textContent = 'computing…';
   let d;
@@ -1137,7 +1141,7 @@ async function runAttribution() {
   const cls = state.run.classes[d.target];
   const p = state.input.prediction[d.target].p;
   $('#attr-info').textContent = `${METHOD_NAMES[d.method] || d.method} for class ${d.target} (${cls}, p = ${pct(p)})` +
-    (d.layer ? ` at ${d.layer}` : '');
+    (d.layer ? ` at ${d.layer}` : '') + (d.blank ? ` — the map is ${d.blank}` : '');
   $('#attr-min').textContent = fmt(d.min);
   $('#attr-max').textContent = fmt(d.max);
   renderFaithfulness(d.faithfulness);
@@ -1191,9 +1195,20 @@ function renderFaithfulness(f) {
     el('span', { class: 'bar-track' }, fill(v)),
     el('span', { class: 'mono', text: fmt(v) }),
     el('span', { class: 'small muted faith-hint', text: hint }));
-  box.replaceChildren(el('div', { class: 'caption', text: 'faithfulness (area under the class probability curve)' }),
-    bar('deletion', f.deletion_auc, 'removing the top pixels first: lower is better'),
-    bar('insertion', f.insertion_auc, 'adding the top pixels first: higher is better'));
+  const rows = [el('div', { class: 'caption', text: 'faithfulness (area under the class probability curve)' }),
+    bar('deletion', f.deletion_auc, 'removing the top pixels first (black): lower is better'),
+    bar('insertion', f.insertion_auc, 'adding the top pixels first (black): higher is better')];
+  if (f.blur) {
+    rows.push(bar('deletion, blur', f.blur.deletion_auc, 'removed pixels take a blurred copy: lower is better'),
+      bar('insertion, blur', f.blur.insertion_auc, 'from the blurred copy: higher is better'));
+  }
+  if (f.road) {
+    const signed = (v) => `${v >= 0 ? '+' : ''}${fmt(v)}`;
+    rows.push(el('div', { class: 'small', text: `ROAD (the top or bottom half imputed from its neighbours): class ` +
+      `probability ${signed(f.road.morf)} removing the most relevant, ${signed(f.road.lerf)} the least; ` +
+      'a faithful map makes the first fall further' }));
+  }
+  box.replaceChildren(...rows);
 }
 
 // ============================================================================================ what it learned

@@ -1,0 +1,102 @@
+"""Which map to trust: faithfulness with three replacements, ROAD, the cascading randomisation check and the
+verdict, on the known-answer task (where the right answer is known)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cnnlab.viz.evaluate import (RANDOMISATION_PASS, blurred, cascade, evaluate_attributions, evaluation_table,
+                                 mass_inside, spearman)
+from tests.viz.helpers import Snapshot
+
+METHODS = ("gradcam", "layercam", "eigencam", "saliency", "occlusion")
+
+
+@pytest.fixture(scope="module")
+def evaluation(request):
+    ka = request.getfixturevalue("known_answer")
+    x, y, masks = ka.images[:24], ka.labels[:24], ka.masks[:24]
+    return evaluate_attributions(ka.model, x, y, methods=METHODS, masks=masks, road_images=12,
+                                 randomisation_images=12)
+
+
+def test_every_method_and_the_random_reference_get_every_number(evaluation):
+    rows = evaluation["methods"]
+    # Grad-CAM also on the conv's raw output: the other module that could stand for the layer
+    assert list(rows) == [*METHODS, "gradcam @ features.conv2", "random (reference)"]
+    for name, r in rows.items():
+        for rep in ("black", "blur"):
+            assert 0 <= r[rep]["deletion_auc"] <= 1 and 0 <= r[rep]["insertion_auc"] <= 1
+            assert r[rep]["score"] == pytest.approx(r[rep]["insertion_auc"] - r[rep]["deletion_auc"])
+        assert set(r["road"]["morf"]) == {20, 50, 80} and r["road"]["images"] == 12
+        assert 0 <= r["localisation"] <= 1 and r["images"] == 24
+        if name != "random (reference)":
+            rnd = r["randomisation"]
+            assert rnd["layers"] == ["classifier.fc", "features.conv2", "features.conv1"]
+            assert len(rnd["rho"]) == 3 and rnd["passes"] == (rnd["rho_all"] < RANDOMISATION_PASS)
+            assert r["seconds_per_256"] > 0
+
+
+def test_the_right_answer_wins(evaluation):
+    """The object is the answer: Grad-CAM puts its mass there, removes what matters (ROAD and deletion) and
+    passes the randomisation check; the random map does none of it."""
+    rows = evaluation["methods"]
+    rand = rows["random (reference)"]
+    g = rows["gradcam"]
+    assert g["localisation"] >= 0.6 > 0.2 > rand["localisation"]
+    assert g["road"]["morf"][50] < rand["road"]["morf"][50]  # the class probability falls further
+    assert g["black"]["deletion_auc"] < rand["black"]["deletion_auc"]
+    assert g["randomisation"]["passes"] and g["randomisation"]["rho_all"] < 0.5
+    assert "gradcam" in evaluation["ranking"] and "random (reference)" not in evaluation["ranking"]
+
+
+def test_eigencam_ignores_the_class_layer(evaluation):
+    """Class-agnostic: re-initialising only the output layer leaves its maps exactly as they were."""
+    assert evaluation["methods"]["eigencam"]["randomisation"]["rho_top"] == pytest.approx(1.0)
+
+
+def test_the_table_and_the_verdict(evaluation):
+    head, rows = evaluation_table(evaluation)
+    assert head[0] == "method" and "inside the object" in head
+    assert [r[0] for r in rows][-1] == "random (reference)" and len(rows) == len(METHODS) + 2
+    trusted = evaluation["ranking"]
+    assert [r[0] for r in rows][:len(trusted)] == trusted
+    assert all(r[1].startswith(f"{i} (ranks") for i, r in enumerate(rows[:len(trusted)], 1))
+    assert all(r[1] == "untrusted" for r in rows[len(trusted):-1])
+    assert set(evaluation["most_faithful"]) == {"black", "blur", "road"}
+    assert all(m in trusted for m in evaluation["most_faithful"].values())
+
+
+def test_the_cascade_goes_from_the_top_and_leaves_the_model_alone(known_answer):
+    model = known_answer.model
+    snap = Snapshot(model)
+    x = known_answer.images[:2]
+    seen = []
+    for name, other in cascade(model, x):
+        seen.append(name)
+        changed = {n for n, p in other.named_parameters() if not torch.equal(p, dict(model.named_parameters())[n])}
+        assert {n.rsplit(".", 1)[0] for n in changed} == set(seen)
+    assert seen == ["classifier.fc", "features.conv2", "features.conv1"]
+    snap.assert_unchanged()
+
+
+def test_spearman_counts_ties_and_order_and_says_when_it_cannot():
+    a = torch.tensor([[0.0, 0.0, 1.0, 2.0]])
+    assert spearman(a, a * 3).item() == pytest.approx(1.0)
+    assert spearman(a, -a).item() == pytest.approx(-1.0)
+    assert spearman(a, torch.tensor([[0.0, 1.0, 1.0, 2.0]])).item() == pytest.approx(5 / 6)  # average ranks of ties: 3.75 / 4.5
+    assert math.isnan(spearman(a, torch.zeros(1, 4)).item())  # a blank map has no order
+
+
+def test_blur_and_mass():
+    x = torch.zeros(1, 1, 28, 28)
+    x[..., 14, 14] = 1
+    b = blurred(x)
+    assert b.shape == x.shape and b.max() < 0.1 and b.sum() == pytest.approx(1.0, abs=1e-3)
+    m = torch.zeros(1, 28, 28)
+    m[0, :14] = 1
+    assert mass_inside(m, m.bool()).item() == pytest.approx(1.0)
+    assert mass_inside(torch.zeros(1, 28, 28), m.bool()).item() == 0

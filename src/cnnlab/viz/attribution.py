@@ -43,6 +43,11 @@ def targets_for(model: nn.Module, images: torch.Tensor, target: int | Sequence[i
     """One class index per image: ``None`` = the predicted class; an int or a sequence, range-checked."""
     with torch.no_grad(), untouched(model):
         logits = model(images)
+    return resolve_targets(logits, target)
+
+
+def resolve_targets(logits: torch.Tensor, target: int | Sequence[int] | None) -> torch.Tensor:
+    """:func:`targets_for` given the model's logits (N, classes) for the images."""
     n, classes = logits.shape[0], logits.shape[1]
     if target is None:
         return logits.argmax(1)

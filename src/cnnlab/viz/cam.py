@@ -96,8 +96,8 @@ class CamMaps:
             return (f"blank: the channel-weighted sum of {self.module}'s maps is negative everywhere (largest value "
                     f"{float(self.raw_max[i]):.3g}), so {self.method}'s final ReLU removes all of it: channels whose "
                     f"weight for class {int(self.targets[i])} is negative dominate every position. HiResCAM and "
-                    f"LayerCAM weigh position by position and are not blank for this reason; the conv's output "
-                    f"before its ReLU is another layer to try")
+                    f"LayerCAM weigh each position by its own gradient and show the positive evidence this "
+                    f"average hides; the conv's output before its ReLU is another layer to try")
         return (f"blank: {self.method}'s map is negative or zero everywhere (largest value "
                 f"{float(self.raw_max[i]):.3g}) and the final ReLU removes it")
 
@@ -182,13 +182,10 @@ def cam(model: nn.Module, images: torch.Tensor, target=None, *, method: str = DE
     image. ``module``: read exactly this module's output instead (e.g. a conv's raw output, which ``layer``
     would replace by the activation after it). Works for any input size and channel count; leaves the model
     as it found it (mode, gradients, hooks, modules)."""
-    from cnnlab.viz.attribution import targets_for
-
     _method(method)
     images = images.detach()
     if images.dim() != 4:
         raise VizError(f"images must be a batch (N, C, H, W); got shape {tuple(images.shape)}")
-    targets = targets_for(model, images, target)
     if module is not None:
         from cnnlab.viz.layers import layer as find_layer
 
@@ -198,7 +195,8 @@ def cam(model: nn.Module, images: torch.Tensor, target=None, *, method: str = DE
     module = target_module
     lib, ClassifierOutputTarget = _library()
     with untouched(model):
-        acts, grads = _activations(model, module, module_name, images, targets, need_grad=method not in GRADIENT_FREE)
+        acts, grads, targets = _activations(model, module, module_name, images, target,
+                                            need_grad=method not in GRADIENT_FREE)
         obj = getattr(lib, CAM_METHODS[method])(model, [module])
         obj.activations_and_grads.release()  # cnnlab took the activations itself, without touching .grad
         calls = [ClassifierOutputTarget(int(t)) for t in targets]
@@ -215,9 +213,12 @@ def cam(model: nn.Module, images: torch.Tensor, target=None, *, method: str = DE
                    active=torch.from_numpy(acts).flatten(1).amax(1))
 
 
-def _activations(model, module, module_name: str, images, targets, *, need_grad: bool):
+def _activations(model, module, module_name: str, images, target, *, need_grad: bool):
     """The module's output for ``images`` and, if asked, the gradient of the target scores with respect to
-    it, as float32 numpy arrays; parameters' ``.grad`` are not touched (``torch.autograd.grad``)."""
+    it, as float32 numpy arrays, and the targets (:func:`cnnlab.viz.attribution.resolve_targets` on the same
+    forward pass); parameters' ``.grad`` are not touched (``torch.autograd.grad``)."""
+    from cnnlab.viz.attribution import resolve_targets
+
     store: dict[str, torch.Tensor] = {}
 
     def keep(m, i, o):
@@ -235,6 +236,7 @@ def _activations(model, module, module_name: str, images, targets, *, need_grad:
             if "a" not in store:
                 raise VizError(f"the model's forward pass does not run {module_name}; choose another layer")
             a = store["a"]
+            targets = resolve_targets(logits.detach(), target)
             if not isinstance(a, torch.Tensor) or a.dim() != 4:
                 shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
                 raise VizError(f"layer {module_name!r} gives outputs of shape {shape}; a CAM needs a layer whose "
@@ -246,7 +248,7 @@ def _activations(model, module, module_name: str, images, targets, *, need_grad:
         handle.remove()
         images.requires_grad_(False)
     as_np = lambda t: t.detach().float().cpu().numpy()  # noqa: E731
-    return as_np(a), (as_np(g) if g is not None else None)
+    return as_np(a), (as_np(g) if g is not None else None), targets
 
 
 def _raw_maps(obj, method: str, model, module, images, calls, acts, grads) -> np.ndarray:

@@ -17,7 +17,9 @@ SRC = Path(cnnlab.__file__).parent
 #: What may be imported inside a function, outside the CLI: modules that take longer to import than the
 #: code that needs them is worth to everyone else (torch ~1.5 s, torchvision's models ~1.5 s on top,
 #: matplotlib ~0.4 s; captum is imported at the top of viz, whose every use needs it).
-EXPENSIVE = {"torch", "torchvision", "matplotlib"}
+#: pytorch_grad_cam imports scikit-learn and OpenCV (about 2 s), scipy.stats about 0.3 s: `import cnnlab.viz` waits
+#: for neither.
+EXPENSIVE = {"torch", "torchvision", "matplotlib", "pytorch_grad_cam", "scipy"}
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:

@@ -44,7 +44,7 @@ OPTIONS = {
               "--overwrite", "--per-class", "--precision", "--progress", "--recipe", "--resume", "--schedule",
               "--seed", "--subset", "--sync-bn", "--tta", "--val-size", "--warmup", "--weight-decay", "--weights",
               "-h"),
-    "viz": ("--data-dir", "--faithfulness", "--help", "--image", "--images", "--json", "--layer", "--methods",
+    "viz": ("--data-dir", "--evaluate", "--faithfulness", "--help", "--image", "--images", "--json", "--layer", "--methods",
             "--out", "--target", "-h"),
 }
 

@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from captum.attr import GuidedGradCam, IntegratedGradients, Occlusion, Saliency
 
 from cnnlab.viz._state import VizError, untouched
-from cnnlab.viz.layers import conv_layer
+from cnnlab.viz.cam import cam
+from cnnlab.viz.layers import conv_layer, grad_cam_module
+from cnnlab.viz.targets import resolve_targets, targets_for
 
-__all__ = ["targets_for", "grad_cam", "grad_cam_module", "occlusion", "saliency", "integrated_gradients",
+__all__ = ["targets_for", "resolve_targets", "grad_cam", "grad_cam_module", "occlusion", "saliency", "integrated_gradients",
            "normalize_maps", "default_patch_sizes", "GRAD_CAM_VARIANTS"]
 
 #: Every CAM-family method (pytorch-grad-cam) and ``guided`` (captum's guided Grad-CAM).
@@ -37,29 +39,6 @@ def _quiet_captum() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
         warnings.filterwarnings("ignore", message=".*Setting backward hooks on ReLU.*")
         yield
-
-
-def targets_for(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] | None) -> torch.Tensor:
-    """One class index per image: ``None`` = the predicted class; an int or a sequence, range-checked."""
-    with torch.no_grad(), untouched(model):
-        logits = model(images)
-    return resolve_targets(logits, target)
-
-
-def resolve_targets(logits: torch.Tensor, target: int | Sequence[int] | None) -> torch.Tensor:
-    """:func:`targets_for` given the model's logits (N, classes) for the images."""
-    n, classes = logits.shape[0], logits.shape[1]
-    if target is None:
-        return logits.argmax(1)
-    t = torch.as_tensor(target, dtype=torch.long).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise VizError(f"got {t.numel()} targets for {n} images; give one, or one per image")
-    bad = [int(v) for v in t if not 0 <= int(v) < classes]
-    if bad:
-        raise VizError(f"target class {bad[0]} is out of range; the model has {classes} classes (0-{classes - 1})")
-    return t.to(logits.device).clone()
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -84,8 +63,6 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, layer: str 
     formulas; :func:`cnnlab.viz.cam.cam` also returns why a map is blank) or ``guided`` (captum's
     ``GuidedGradCam``: Grad-CAM times guided backpropagation, at input resolution).
     """
-    from cnnlab.viz.cam import cam
-
     if variant not in GRAD_CAM_VARIANTS:
         raise VizError(f"variant must be one of {', '.join(GRAD_CAM_VARIANTS)}; got {variant!r}")
     if variant != "guided":
@@ -97,48 +74,6 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, layer: str 
     with untouched(model), _quiet_captum():
         attr = GuidedGradCam(model, maps).attribute(images, target=targets)
     return attr.abs().amax(1).detach()
-
-
-# Modules that may sit between a conv and its activation without changing what the maps mean.
-_ELEMENTWISE = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.Dropout, nn.Dropout2d, nn.Identity)
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
-                nn.Hardswish)
-
-
-def grad_cam_module(model: nn.Module, layer: str | None, example: torch.Tensor) -> nn.Module:
-    """The module whose output Grad-CAM uses as conv layer ``layer``'s activation maps.
-
-    One forward pass of ``example`` (a batch, e.g. one image) records the order in which the model's
-    leaf modules run. After the conv, BatchNorm/GroupNorm, dropout and identity modules may run; the first
-    activation function (ReLU and kin) after them is the answer if it runs once and its output has the
-    conv output's shape (a residual addition in between is fine). Anything else first -- another conv, a
-    pool, a linear layer -- or a shared activation module: the conv itself.
-    """
-    _, conv = conv_layer(model, layer)
-    calls: list[tuple[nn.Module, tuple]] = []
-    leaves = [m for m in model.modules() if next(m.children(), None) is None]
-
-    def record(m, i, o):
-        calls.append((m, tuple(o.shape) if isinstance(o, torch.Tensor) else ()))
-
-    with untouched(model), torch.no_grad():
-        handles = [m.register_forward_hook(record) for m in leaves]
-        try:
-            model(example.detach())
-        finally:
-            for h in handles:
-                h.remove()
-    seen = [i for i, (m, _) in enumerate(calls) if m is conv]
-    if len(seen) != 1:
-        return conv
-    shape = calls[seen[0]][1]
-    for m, out_shape in calls[seen[0] + 1:]:
-        if isinstance(m, _ACTIVATIONS):
-            once = sum(1 for c, _ in calls if c is m) == 1
-            return m if once and out_shape == shape else conv
-        if not isinstance(m, _ELEMENTWISE):
-            return conv
-    return conv
 
 
 def black(mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -44,7 +44,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from threadpoolctl import threadpool_limits
+
 from cnnlab.viz._state import VizError, untouched
+from cnnlab.viz.layers import _ACTIVATIONS, _ELEMENTWISE, conv_layer, grad_cam_module
+from cnnlab.viz.layers import layer as find_layer
+from cnnlab.viz.targets import resolve_targets
 
 __all__ = ["CAM_METHODS", "DEFAULT_CAM", "GRADIENT_FREE", "CamMaps", "cam", "cam_target_module", "layer_choices", "library_cam",
            "scale01"]
@@ -125,11 +130,8 @@ def _no_progress_bars() -> Iterator[None]:
 def cam_target_module(model: nn.Module, layer: str | None, example: torch.Tensor) -> tuple[str, str, nn.Module]:
     """(layer asked for, name of the module whose output is used, that module). A conv layer (or ``None``: the
     last conv of the trunk) means its rectified maps where an activation follows it (see
-    :func:`cnnlab.viz.attribution.grad_cam_module`), else the conv's own output; any other module (a ReLU,
+    :func:`cnnlab.viz.layers.grad_cam_module`), else the conv's own output; any other module (a ReLU,
     a BatchNorm, a block) is used as it is, if its output is a stack of maps (checked when it runs)."""
-    from cnnlab.viz.attribution import grad_cam_module
-    from cnnlab.viz.layers import conv_layer
-
     modules = dict(model.named_modules())
     if layer is not None and layer in modules and layer and not isinstance(modules[layer], nn.Conv2d):
         return layer, layer, modules[layer]
@@ -143,9 +145,6 @@ def layer_choices(model: nn.Module, layer: str | None, example: torch.Tensor) ->
     """The modules a CAM could read for conv ``layer``: the conv itself and each elementwise module after it
     that keeps its maps' shape (activation, BatchNorm, dropout), in the order they run -- e.g.
     ``block2.conv2``, ``block2.relu2``, ``block2.bn2`` in the lecture's conv-ReLU-BN order."""
-    from cnnlab.viz.attribution import _ACTIVATIONS, _ELEMENTWISE
-    from cnnlab.viz.layers import conv_layer
-
     name, conv = conv_layer(model, layer)
     names = {m: n for n, m in model.named_modules()}
     calls: list[tuple[nn.Module, tuple]] = []
@@ -187,8 +186,6 @@ def cam(model: nn.Module, images: torch.Tensor, target=None, *, method: str = DE
     if images.dim() != 4:
         raise VizError(f"images must be a batch (N, C, H, W); got shape {tuple(images.shape)}")
     if module is not None:
-        from cnnlab.viz.layers import layer as find_layer
-
         name, module_name, target_module = module, module, find_layer(model, module)
     else:
         name, module_name, target_module = cam_target_module(model, layer, images)
@@ -217,8 +214,6 @@ def _activations(model, module, module_name: str, images, target, *, need_grad: 
     """The module's output for ``images`` and, if asked, the gradient of the target scores with respect to
     it, as float32 numpy arrays, and the targets (:func:`cnnlab.viz.attribution.resolve_targets` on the same
     forward pass); parameters' ``.grad`` are not touched (``torch.autograd.grad``)."""
-    from cnnlab.viz.attribution import resolve_targets
-
     store: dict[str, torch.Tensor] = {}
 
     def keep(m, i, o):
@@ -261,7 +256,6 @@ def _raw_maps(obj, method: str, model, module, images, calls, acts, grads) -> np
         # float noise (the same image alone or in a batch gave opposite maps), and its ReLU then keeps the
         # complement. The library's own sign correction (Seg-Eigen-CAM, Eq. 13) makes the larger side positive.
         from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
-        from threadpoolctl import threadpool_limits  # scikit-learn's, so grad-cam's
 
         # one small SVD per image: OpenBLAS's threads only fight torch's for the two cores (1.7 s -> 0.4 s
         # for 256 Fashion-MNIST images)

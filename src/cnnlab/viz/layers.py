@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from cnnlab.viz._state import VizError
+from cnnlab.viz._state import VizError, untouched
 
 __all__ = ["conv_layers", "conv_layer", "layer", "activation_after"]
 
@@ -78,3 +78,45 @@ def activation_after(model: nn.Module, name: str, example: torch.Tensor) -> str 
                 return n
             current = o  # a pass-through module: follow its output
     return None
+
+
+# Modules that may sit between a conv and its activation without changing what the maps mean.
+_ELEMENTWISE = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.Dropout, nn.Dropout2d, nn.Identity)
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
+                nn.Hardswish)
+
+
+def grad_cam_module(model: nn.Module, layer: str | None, example: torch.Tensor) -> nn.Module:
+    """The module whose output Grad-CAM uses as conv layer ``layer``'s activation maps.
+
+    One forward pass of ``example`` (a batch, e.g. one image) records the order in which the model's
+    leaf modules run. After the conv, BatchNorm/GroupNorm, dropout and identity modules may run; the first
+    activation function (ReLU and kin) after them is the answer if it runs once and its output has the
+    conv output's shape (a residual addition in between is fine). Anything else first -- another conv, a
+    pool, a linear layer -- or a shared activation module: the conv itself.
+    """
+    _, conv = conv_layer(model, layer)
+    calls: list[tuple[nn.Module, tuple]] = []
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+
+    def record(m, i, o):
+        calls.append((m, tuple(o.shape) if isinstance(o, torch.Tensor) else ()))
+
+    with untouched(model), torch.no_grad():
+        handles = [m.register_forward_hook(record) for m in leaves]
+        try:
+            model(example.detach())
+        finally:
+            for h in handles:
+                h.remove()
+    seen = [i for i, (m, _) in enumerate(calls) if m is conv]
+    if len(seen) != 1:
+        return conv
+    shape = calls[seen[0]][1]
+    for m, out_shape in calls[seen[0] + 1:]:
+        if isinstance(m, _ACTIVATIONS):
+            once = sum(1 for c, _ in calls if c is m) == 1
+            return m if once and out_shape == shape else conv
+        if not isinstance(m, _ELEMENTWISE):
+            return conv
+    return conv

@@ -145,3 +145,19 @@ def test_scorecam_refuses_what_would_exhaust_memory():
     with pytest.raises(VizError, match=r"scorecam on this layer needs 2.3 GiB per image \(2048 channels x \(3, 320, "
                                        r"320\)\); choose an earlier layer or another method"):
         cam(model, torch.rand(1, 3, 320, 320), 0, method="scorecam")
+
+
+@pytest.mark.parametrize("method", list(CAM_METHODS))
+def test_a_torchvision_resnet_in_colour_at_any_size(method):
+    """torchvision's ResNet-18 (3 channels, 72x56 input): its BasicBlock calls one ReLU module twice, so the CAM
+    reads the last conv's own output (no single activation to take), and AblationCAM's swap of that conv is
+    undone."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18(num_classes=4).eval()
+    x = torch.randn(2, 3, 72, 56)
+    r = cam(model, x, [1, 3], method=method, layer="layer4.1.conv2")
+    assert r.module == "layer4.1.conv2" and r.maps.shape == (2, 72, 56) and (r.maps >= 0).all()
+    assert all(m is not None for m in dict(model.named_modules()).values())
+    assert isinstance(model.layer4[1].conv2, nn.Conv2d)

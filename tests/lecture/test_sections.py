@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.lecture.checks import VERDICTS
 from cnnlab.lecture.report import run_lecture
 from tests.helpers import one_thread
+from tests.lecture.helpers import assert_sections_sound
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 KEYS = ["convolution", "conv-layer", "pooling", "structures", "backprop", "dims"]
@@ -37,11 +37,7 @@ def _measured(lecture: dict, key: str, statement: str):
 
 
 def test_every_section_every_verdict_none_failed(lecture):
-    assert [s["key"] for s in lecture["sections"]] == KEYS
-    checks = [c for s in lecture["sections"] for c in s["checks"]]
-    assert all(c["verdict"] in VERDICTS for c in checks)
-    failed = [f"{c['section']}: {c['statement']}: {c['explanation']}" for c in checks if c["verdict"] == "failed"]
-    assert not failed, failed
+    assert_sections_sound(lecture, KEYS)
     for s in lecture["sections"]:
         assert s["checks"], s["key"]
         assert s["figures"], s["key"]

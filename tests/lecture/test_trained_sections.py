@@ -9,10 +9,10 @@ import json
 import pytest
 
 from cnnlab.lecture import reduced, report, visualization
-from cnnlab.lecture.checks import VERDICTS
 from cnnlab.lecture.report import run_lecture
 from cnnlab.viz import maximize_activation
 from tests.helpers import write_fake_fmnist, write_folder
+from tests.lecture.helpers import assert_sections_sound
 
 KEYS = ["fashion-mnist", "visualization", "reduced"]
 
@@ -39,11 +39,7 @@ def tiny(tmp_path_factory) -> dict:
 
 
 def test_every_trained_section_every_verdict_none_failed(tiny):
-    assert [s["key"] for s in tiny["sections"]] == KEYS
-    checks = [c for s in tiny["sections"] for c in s["checks"]]
-    assert all(c["verdict"] in VERDICTS for c in checks)
-    failed = [f"{c['section']}: {c['statement']}: {c['explanation']}" for c in checks if c["verdict"] == "failed"]
-    assert not failed, failed
+    checks = assert_sections_sound(tiny, KEYS)
     page = __import__("pathlib").Path(tiny["index"])
     for s in tiny["sections"]:
         assert s["figures"], s["key"]

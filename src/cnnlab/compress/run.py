@@ -14,7 +14,6 @@ place when complete: a killed ``compress`` leaves no half-written run (run it ag
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import inspect
 import json
@@ -28,7 +27,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 
 from cnnlab._env import machine_info
-from cnnlab._io import atomic_write_json
+from cnnlab._io import atomic_write_json, file_digest
 from cnnlab._outdir import COMPRESSED_RUN, Output, claim_output
 from cnnlab.analysis import summarize
 from cnnlab.analysis.latency import LATENCY_BATCHES, measure_latency
@@ -275,7 +274,7 @@ def _compress_into(claim: Output, src: Path, base, base_spec, method, settings, 
                                f"({test['accuracy']:.4f} vs {direct['accuracy']:.4f}); this is a bug in cnnlab")
         record = _record(method, settings, finetune_epochs, src, base, result, size, test, baseline, seconds,
                          size_input, reloaded, float_model, threads if measure else None, repeats, channels_last)
-        record |= {"subset": subset, "source_weights_sha256": _sha256(base.run.weights)}
+        record |= {"subset": subset, "source_weights_sha256": file_digest(base.run.weights)}
         _write_run(tmp, base, record, test, data, finetune_epochs)
         claim.clear()  # only what cnnlab wrote (checked above, before the work)
         claim.publish(last="metrics.json")  # its presence marks the output complete
@@ -352,14 +351,6 @@ def _summary_line(r: dict[str, Any], out: Path) -> str:
     return f"{line}; wrote {out}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def stored_compression(out: str | os.PathLike, run: str | os.PathLike, method: str, *,
                        settings: dict[str, Any] | None = None, subset: int | None = None) -> dict[str, Any] | None:
     """The record of the finished compressed run in ``out`` when it is ``method`` with ``settings`` (every one
@@ -374,7 +365,7 @@ def stored_compression(out: str | os.PathLike, run: str | os.PathLike, method: s
         weights = RunDir(Path(run)).weights
         same = (isinstance(record, dict) and record.get("method") == method and record.get("subset") == subset
                 and all(record.get("settings", {}).get(k) == v for k, v in (settings or {}).items())
-                and weights.is_file() and record.get("source_weights_sha256") == _sha256(weights))
+                and weights.is_file() and record.get("source_weights_sha256") == file_digest(weights))
     except (OSError, CnnlabError, ValueError, AttributeError):
         return None
     return record if same else None

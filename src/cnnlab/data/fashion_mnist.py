@@ -8,7 +8,6 @@ Search order for the four IDX files: an explicit ``data_dir``, ``$CNNLAB_DATA_DI
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab._io import atomic_path
+from cnnlab._io import atomic_path, file_digest
 from cnnlab.data.idx import IDXError, read_idx
 from cnnlab.errors import CnnlabError
 
@@ -142,14 +141,6 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> RawSplits:
     return RawSplits(tr_x, tr_y, te_x, te_y, FASHION_MNIST_CLASSES, str(paths["train_images"].parent))
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download_fashion_mnist(root: str | os.PathLike | None = None, *, timeout: float = 60.0) -> Path:
     """Download the four files into ``root`` (default: the user cache), checking each file's md5.
 
@@ -159,7 +150,7 @@ def download_fashion_mnist(root: str | os.PathLike | None = None, *, timeout: fl
     root.mkdir(parents=True, exist_ok=True)
     for name, md5 in FASHION_MNIST_FILES.values():
         target = root / name
-        if target.is_file() and _md5(target) == md5:
+        if target.is_file() and file_digest(target, "md5") == md5:
             continue
         errors = []
         for mirror in MIRRORS:
@@ -168,7 +159,7 @@ def download_fashion_mnist(root: str | os.PathLike | None = None, *, timeout: fl
                     with urllib.request.urlopen(mirror + name, timeout=timeout) as r, open(tmp, "wb") as f:
                         while chunk := r.read(1 << 20):
                             f.write(chunk)
-                    got = _md5(tmp)
+                    got = file_digest(tmp, "md5")
                     if got != md5:
                         raise IDXError(f"{mirror + name}: md5 {got} does not match {md5}")
                 break

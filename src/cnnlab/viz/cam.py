@@ -133,7 +133,7 @@ def cam_target_module(model: nn.Module, layer: str | None, example: torch.Tensor
     :func:`cnnlab.viz.layers.grad_cam_module`), else the conv's own output; any other module (a ReLU,
     a BatchNorm, a block) is used as it is, if its output is a stack of maps (checked when it runs)."""
     modules = dict(model.named_modules())
-    if layer is not None and layer in modules and layer and not isinstance(modules[layer], nn.Conv2d):
+    if layer and layer in modules and not isinstance(modules[layer], nn.Conv2d):
         return layer, layer, modules[layer]
     name, _ = conv_layer(model, layer)
     module = grad_cam_module(model, name, example[:1])

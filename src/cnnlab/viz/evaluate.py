@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.viz._state import VizError, untouched
-from cnnlab.viz.attribution import grad_cam, integrated_gradients, occlusion, saliency
+from cnnlab.viz.attribution import default_patch_sizes, grad_cam, integrated_gradients, occlusion, saliency
 from cnnlab.viz.cam import CAM_METHODS, _library, cam, cam_target_module, layer_choices
 from cnnlab.viz.faithfulness import deletion_insertion
 
@@ -66,8 +66,8 @@ def attribution_maps(model: nn.Module, images: torch.Tensor, targets: torch.Tens
     if method == "guided":
         return grad_cam(model, images, targets, layer=layer, variant="guided")
     if method == "occlusion":
-        side = min(images.shape[-2:])
-        p = max(2, round(side / 4))  # the middle of the default patch sizes (7 px on 28)
+        sizes = default_patch_sizes(min(images.shape[-2:]))
+        p = sizes[len(sizes) // 2]  # the middle one, as the viz page's table (7 px on 28)
         return occlusion(model, images, targets, patch_sizes=(p,), baseline=baseline)[p].clamp_min(0)
     if method == "saliency":
         return saliency(model, images, targets)
@@ -220,19 +220,27 @@ def evaluate_attributions(model: nn.Module, images: torch.Tensor, targets: torch
     r_images, r_targets = images[:randomisation_images], targets[:randomisation_images]
     curves: dict[str, list[float]] = {m: [] for m in methods}
     names = []
-    steps = _learned_layers(model, images)
-    for i, (name, other) in enumerate(cascade(model, images, seed=0)):
-        if isinstance(dict(other.named_modules())[name], _NORMS) and i < len(steps) - 1:
-            continue  # re-initialised with the next step: maps after each conv or dense layer, and at the end
+
+    def compare(name: str, other: nn.Module) -> None:
         names.append(name)
         for m in methods:
             maps = attribution_maps(other, r_images, r_targets, m, layer=layer, baseline=baseline)
             curves[m].append(_cascade_rho(trained[m], maps))
+
+    steps, pending = 0, None
+    for name, other in cascade(model, images, seed=0):
+        steps += 1
+        # maps after each conv or dense layer; a normalisation layer goes with the next one (or the end)
+        pending = (name, other) if isinstance(dict(other.named_modules())[name], _NORMS) else None
+        if pending is None:
+            compare(name, other)
+    if pending is not None:
+        compare(*pending)
     for m in methods:
         rho = curves[m]
         rows[m]["randomisation"] = {"layers": names, "rho": rho, "rho_top": rho[0], "rho_all": rho[-1],
                                     "images": len(r_images), "passes": bool(rho[-1] < RANDOMISATION_PASS)}
-    log(f"randomisation cascade ({len(steps)} layers, maps after {len(names)} of them, {len(r_images)} images): "
+    log(f"randomisation cascade ({steps} layers, maps after {len(names)} of them, {len(r_images)} images): "
         f"{time.perf_counter() - t0:.1f} s")
     return _verdict(rows)
 

@@ -29,6 +29,10 @@ class DataSplits:
 
     ``mean`` and ``std`` are per-channel statistics of the training images in [0, 1] units; the
     test split is meant for final evaluation only.
+
+    ``evidence``, for a dataset whose answer is known (``known-answer``): per split (``"train"``, ``"val"``,
+    ``"test"``), int64 (N, 4) boxes (top, left, bottom, right; bottom and right exclusive) around the pixels
+    each image's class depends on, (0, 0, 0, 0) where an image has none; None for other datasets.
     """
 
     name: str
@@ -43,6 +47,7 @@ class DataSplits:
     std: tuple[float, ...]
     source: str = ""
     info: dict = field(default_factory=dict)
+    evidence: dict[str, torch.Tensor] | None = None
 
     @property
     def in_channels(self) -> int:

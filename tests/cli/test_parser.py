@@ -24,7 +24,7 @@ OPTIONS = {
     "conv": ("--animate", "--ceil-mode", "--dilation", "--example", "--exclude-pad", "--fps", "--help", "--input",
              "--json", "--kernel", "--op", "--padding", "--padding-mode", "--size", "--steps", "--stride", "--value",
              "-h"),
-    "data": ("--data-dir", "--help", "-h"),
+    "data": ("--data-dir", "--from", "--help", "--json", "--mirror", "--no-progress", "--progress", "-h"),
     "eval": ("--data-dir", "--device", "--help", "--json", "--tta", "-h"),
     "lecture": ("--budget", "--catsdogs", "--data-dir", "--help", "--json", "--no-reuse", "--out", "--reuse", "--section",
                 "-h"),
@@ -52,7 +52,7 @@ OPTIONS = {
 POSITIONALS = {
     "compare": ("models",),
     "compress": ("run",),
-    "data": ("action",),
+    "data": ("action", "name"),
     "eval": ("run",),
     "explore": ("run",),
     "experiment": ("name",),

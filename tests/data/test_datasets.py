@@ -168,7 +168,7 @@ def test_channel_stats_of_known_values():
 
 
 def test_list_datasets():
-    assert list_datasets() == ["fashion-mnist", "known-answer"]
+    assert list_datasets() == ["cifar10", "dogs-vs-cats", "fashion-mnist", "imagenette", "known-answer", "oxford-pets"]
 
 
 def test_unknown_dataset_lists_valid_names(fake_dir):

@@ -25,6 +25,7 @@ from cnnlab.data.fashion_mnist import (
 )
 from cnnlab.data.idx import IDXError, write_idx
 from tests.data.fakes import make_fake_fashion_mnist
+from tests.data.http_server import local_server
 
 REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
 NAMES = [name for name, _ in FASHION_MNIST_FILES.values()]
@@ -308,55 +309,33 @@ def test_download_keeps_files_with_the_right_checksum(tmp_path, monkeypatch):
     monkeypatch.setattr(fm, "FASHION_MNIST_FILES", patched)
     for name, data in contents.items():
         (tmp_path / name).write_bytes(data)
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("download_fashion_mnist used the network for a file it already had")
-
-    monkeypatch.setattr(fm.urllib.request, "urlopen", no_network)
-    assert download_fashion_mnist(tmp_path) == tmp_path
+    with local_server() as server:
+        assert download_fashion_mnist(tmp_path, mirror=server.base) == tmp_path
+        assert server.requests == []  # nothing fetched for files it already had
     assert {name: (tmp_path / name).read_bytes() for name in NAMES} == contents
-
-
-class FakeResponse:
-    def __init__(self, data: bytes):
-        self.data, self.pos = data, 0
-
-    def read(self, n: int = -1) -> bytes:
-        chunk = self.data[self.pos : self.pos + n] if n >= 0 else self.data[self.pos :]
-        self.pos += len(chunk)
-        return chunk
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_download_fetches_missing_files_and_checks_md5(tmp_path, monkeypatch):
     contents = {name: f"payload {name}".encode() * 1000 for name in NAMES}
     patched = {role: (name, hashlib.md5(contents[name]).hexdigest()) for role, (name, _) in FASHION_MNIST_FILES.items()}
     monkeypatch.setattr(fm, "FASHION_MNIST_FILES", patched)
-    urls = []
-
-    def fake_urlopen(url, timeout=None):
-        urls.append(url)
-        if url.startswith(fm.MIRRORS[0]):
-            raise OSError("first mirror is down")
-        return FakeResponse(contents[url.rsplit("/", 1)[1]])
-
-    monkeypatch.setattr(fm.urllib.request, "urlopen", fake_urlopen)
-    root = tmp_path / "dl"
-    assert download_fashion_mnist(root) == root
+    monkeypatch.delenv("CNNLAB_MIRROR", raising=False)
+    with local_server() as server:
+        server.files.update({f"good/{name}": data for name, data in contents.items()})
+        # the first mirror is down (nothing is served under bad/), the second works
+        monkeypatch.setattr(fm, "MIRRORS", (server.base + "/bad/", server.base + "/good/"))
+        root = tmp_path / "dl"
+        assert download_fashion_mnist(root, progress=False) == root
+        assert len(server.requests) == 8  # every file: first mirror fails, second works
     assert {p.name: p.read_bytes() for p in root.iterdir()} == contents  # and no temporary files
-    assert len(urls) == 8  # every file: first mirror fails, second works
 
 
 def test_download_with_wrong_checksum_fails_and_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(fm.urllib.request, "urlopen", lambda url, timeout=None: FakeResponse(b"not the data"))
     root = tmp_path / "dl"
-    with pytest.raises(DataNotFoundError) as info:
-        download_fashion_mnist(root)
+    with local_server() as server:
+        server.files.update({name: b"not the data" for name in NAMES})
+        with pytest.raises(DataNotFoundError) as info:
+            download_fashion_mnist(root, mirror=server.base, progress=False)
     assert NAMES[0] in str(info.value)
     assert "md5" in str(info.value)
     assert list(root.iterdir()) == []

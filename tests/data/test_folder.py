@@ -529,7 +529,7 @@ def test_an_empty_folder_path_is_an_error_not_the_current_folder(tmp_path, monke
     id_folder(tmp_path / "cwd", {"a": 3, "b": 3})
     monkeypatch.chdir(tmp_path / "cwd")  # a loadable current folder, so only the check can fail these
     with pytest.raises(DatasetError, match=r"--dataset 'folder:': give the image folder's path, folder:PATH "
-                                           r"\(folder:\. for the current folder\); valid: fashion-mnist, folder:PATH"):
+                                           r"\(folder:\. for the current folder\); valid: cifar10, dogs-vs-cats, fashion-mnist, imagenette, known-answer, oxford-pets, folder:PATH"):
         load_dataset("folder:")
     with pytest.raises(DatasetError, match="--dataset 'folder: '"):
         load_dataset("folder: ")

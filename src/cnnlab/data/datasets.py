@@ -197,7 +197,7 @@ def load_dataset(
             raise UnknownDatasetError(f"--dataset {name!r}: give the image folder's path, folder:PATH (folder:. for "
                                       f"the current folder); valid: {', '.join(list_datasets())}, folder:PATH")
         if data_dir is not None:
-            raise DatasetError(f"--data-dir applies to named datasets; {name} names its own folder")
+            raise DatasetError(f"--data-dir applies to fashion-mnist and the downloaded datasets; {name} names its own folder")
         data = load_folder(path, image_size=image_size, grayscale=grayscale, val_size=val_size,
                            subset=subset, seed=seed, log=log)
         _note_subset(data, subset, log)

@@ -9,13 +9,13 @@ Search order for the four IDX files: an explicit ``data_dir``, ``$CNNLAB_DATA_DI
 from __future__ import annotations
 
 import os
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cnnlab._io import atomic_path, file_digest
+from cnnlab._io import file_digest
+from cnnlab.data.download import MIRROR_ENV, DownloadError, download
 from cnnlab.data.idx import IDXError, read_idx
 from cnnlab.errors import CnnlabError
 
@@ -141,10 +141,13 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> RawSplits:
     return RawSplits(tr_x, tr_y, te_x, te_y, FASHION_MNIST_CLASSES, str(paths["train_images"].parent))
 
 
-def download_fashion_mnist(root: str | os.PathLike | None = None, *, timeout: float = 60.0) -> Path:
-    """Download the four files into ``root`` (default: the user cache), checking each file's md5.
+def download_fashion_mnist(root: str | os.PathLike | None = None, *, timeout: float = 60.0, mirror: str | None = None,
+                           progress: bool | None = None) -> Path:
+    """Download the four files into ``root`` (default: the user cache), checking each file's md5, from the
+    first of :data:`MIRRORS` that works (or only from ``mirror`` / ``$CNNLAB_MIRROR`` when set).
 
-    Files already present with the right checksum are kept. Each file is written atomically.
+    Files already present with the right checksum are kept; a cut download resumes
+    (:func:`cnnlab.data.download.download`); each file is renamed into place only when complete and right.
     """
     root = Path(root) if root is not None else cache_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -153,18 +156,13 @@ def download_fashion_mnist(root: str | os.PathLike | None = None, *, timeout: fl
         if target.is_file() and file_digest(target, "md5") == md5:
             continue
         errors = []
-        for mirror in MIRRORS:
+        own = mirror if mirror is not None else os.environ.get(MIRROR_ENV, "").strip()
+        for base in ((own,) if own else MIRRORS):
             try:
-                with atomic_path(target) as tmp:
-                    with urllib.request.urlopen(mirror + name, timeout=timeout) as r, open(tmp, "wb") as f:
-                        while chunk := r.read(1 << 20):
-                            f.write(chunk)
-                    got = file_digest(tmp, "md5")
-                    if got != md5:
-                        raise IDXError(f"{mirror + name}: md5 {got} does not match {md5}")
+                download(base.rstrip("/") + "/" + name, target, md5=md5, timeout=timeout, progress=progress)
                 break
-            except (OSError, IDXError) as e:
-                errors.append(f"{mirror}: {e}")
+            except DownloadError as e:
+                errors.append(str(e))
         else:
             raise DataNotFoundError(f"could not download {name}: " + "; ".join(errors))
     return root

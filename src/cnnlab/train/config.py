@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnlab.data.datasets import FASHION_MNIST_VAL_SIZE, load_dataset
-from cnnlab.data.splits import FOLDER_PREFIX, DataSplits
+from cnnlab.data.datasets import FASHION_MNIST_VAL_SIZE, is_image_folder, load_dataset
+from cnnlab.data.splits import DataSplits
 from cnnlab.errors import CnnlabError
 
 __all__ = ["TrainConfig", "ConfigError", "DEFAULT_BATCH_SIZE", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "DEVICES",
@@ -131,7 +131,7 @@ class TrainConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr!r}")
         if self.subset is not None and self.subset <= 0:
             raise ConfigError(f"--subset must be a positive integer, got {self.subset!r}")
-        folder = self.dataset.startswith(FOLDER_PREFIX)
+        folder = is_image_folder(self.dataset)  # folder:PATH, or a downloaded image folder (oxford-pets, ...)
         if self.val_size is None and not folder:
             self.val_size = FASHION_MNIST_VAL_SIZE
         if isinstance(self.val_size, float) and not folder:

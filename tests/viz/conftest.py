@@ -1,5 +1,5 @@
 """Fixtures for the visualisation tests: a small CNN trained in a few seconds on the known-answer task
-of :mod:`tests.viz.helpers`, a BatchNorm model in a mixed state, and every viz test on one thread."""
+(:mod:`cnnlab.data.known_answer`, through :mod:`tests.viz.helpers`), a BatchNorm model in a mixed state, and every viz test on one thread."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from tests.helpers import one_thread
-from tests.viz.helpers import MARGIN, KnownAnswer, SmallCNN, make_task
+from cnnlab.data.known_answer import masks_to_boxes
+from cnnlab.viz.evaluate import evidence_masks
+from tests.viz.helpers import KnownAnswer, SmallCNN, make_task
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +41,7 @@ def known_answer() -> KnownAnswer:
             right = model(x).argmax(1) == y
         keep = right & (y < 2)
         keep &= torch.cumsum(keep.long(), 0) <= 96
-        mask = F.max_pool2d(box.float()[:, None], 2 * MARGIN + 1, 1, MARGIN)[:, 0].bool()
+        mask = evidence_masks(masks_to_boxes(box), box.shape[1:])  # the region `viz --evaluate` scores
         return KnownAnswer(model, x[keep], y[keep], box[keep], mask[keep], float(right.float().mean()), seconds)
 
 

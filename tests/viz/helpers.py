@@ -1,11 +1,11 @@
-"""Plain helpers for the visualisation tests (their fixtures are in ``tests/viz/conftest.py``): a synthetic
-task with a known answer, a small CNN to train on it, and a check that a model is left as it was found.
+"""Plain helpers for the visualisation tests (their fixtures are in ``tests/viz/conftest.py``): the known-answer
+task (:mod:`cnnlab.data.known_answer`, the package's ``--dataset known-answer``, here drawn fresh in task units),
+a small CNN to train on it, and a check that a model is left as it was found.
 
-The known-answer task (1x28x28, normalised units): Gaussian noise (std 0.35) everywhere; in the top right
-an 8x8 object -- class 0 two horizontal bars, class 1 two vertical bars -- whose top-left corner is drawn
-from rows 4-6 and cols 14-16, so that it always lies in rows 4-13, cols 14-23; class 2 has no object. In
-the lower half, rows 16-26, a 6x6 patch of strong noise (std 1.5) is a distractor that no class depends on.
-The class therefore depends only on the object: a faithful attribution puts its mass on the object.
+The task: Gaussian noise everywhere; in the top right an 8x8 object (class 0 two horizontal bars, class 1 two
+vertical bars, class 2 none) that always lies in rows 4-13, cols 14-23; in the lower half a 6x6 patch of strong
+noise that no class depends on. The class therefore depends only on the object: a faithful attribution puts
+its mass on the object.
 
 Choices measured (seed 0; mean share of the map inside the object's box grown by 1 px; in brackets
 class 0 / class 1):
@@ -27,48 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-SIZE = 28
-OBJECT = 8  # the object's side, pixels
-REGION_ROWS, REGION_COLS = (4, 14), (14, 24)  # the known region the object always lies in
-JITTER = 3  # top-left corner: REGION_ROWS[0] + 0..2, REGION_COLS[0] + 0..2
-NOISE, AMPLITUDE = 0.35, 2.0
-CLASSES = ("horizontal bars", "vertical bars", "no object")
-MARGIN = 1  # px: the object's region is its box grown by this much (maps come from 14x14, bilinear)
-
-
-def _pattern(kind: int) -> torch.Tensor:
-    m = torch.zeros(OBJECT, OBJECT)
-    if kind == 0:
-        m[1:3, :], m[5:7, :] = 1, 1
-    else:
-        m[:, 1:3], m[:, 5:7] = 1, 1
-    return m
-
-
-def _span(start: torch.Tensor, length: int) -> torch.Tensor:
-    """(N, SIZE) bool: start <= i < start + length."""
-    i = torch.arange(SIZE)
-    return (i >= start[:, None]) & (i < start[:, None] + length)
-
-
-def make_task(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``n`` images (N, 1, 28, 28), labels (N,) in 0-2 and the object's box (N, 28, 28) bool (all False
-    for class 2)."""
-    x = torch.randn(n, 1, SIZE, SIZE, generator=gen) * NOISE
-    y = torch.randint(0, len(CLASSES), (n,), generator=gen)
-    r = REGION_ROWS[0] + torch.randint(0, JITTER, (n,), generator=gen)
-    c = REGION_COLS[0] + torch.randint(0, JITTER, (n,), generator=gen)
-    box = _span(r, OBJECT)[:, :, None] & _span(c, OBJECT)[:, None, :]
-    box &= (y < 2)[:, None, None]
-    patterns = torch.stack([_pattern(0), _pattern(1)])
-    obj = torch.zeros(n, SIZE, SIZE)
-    obj[box] = patterns[y[y < 2]].reshape(-1)  # the box's pixels in row-major order, image by image
-    x[:, 0] += AMPLITUDE * obj
-    dr = torch.randint(16, 22, (n,), generator=gen)
-    dc = torch.randint(0, SIZE - 6 + 1, (n,), generator=gen)
-    patch = _span(dr, 6)[:, :, None] & _span(dc, 6)[:, None, :]
-    x[:, 0] += patch * torch.randn(n, SIZE, SIZE, generator=gen) * 1.5
-    return x, y, box
+from cnnlab.data.known_answer import CLASSES, OBJECT, REGION_COLS, REGION_ROWS, make_task  # noqa: F401 (re-exported)
+from cnnlab.viz.evaluate import LOCALISATION_MARGIN as MARGIN  # noqa: F401 (re-exported)
 
 
 class SmallCNN(nn.Module):

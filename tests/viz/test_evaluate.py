@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from cnnlab.viz.evaluate import (RANDOMISATION_PASS, blurred, cascade, evaluate_attributions, evaluation_table,
-                                 mass_inside, spearman)
+from cnnlab.viz.evaluate import (RANDOMISATION_PASS, attribution_maps, blurred, cascade, evaluate_attributions,
+                                 evaluation_table, evidence_masks, mass_inside, spearman)
 from tests.viz.helpers import Snapshot
 
 METHODS = ("gradcam", "layercam", "eigencam", "saliency", "occlusion")
@@ -60,7 +60,7 @@ def test_eigencam_ignores_the_class_layer(evaluation):
 
 def test_the_table_and_the_verdict(evaluation):
     head, rows = evaluation_table(evaluation)
-    assert head[0] == "method" and "inside the object" in head
+    assert head[0] == "method" and "mass inside the object" in head
     assert [r[0] for r in rows][-1] == "random (reference)" and len(rows) == len(METHODS) + 2
     trusted = evaluation["ranking"]
     assert [r[0] for r in rows][:len(trusted)] == trusted
@@ -100,3 +100,48 @@ def test_blur_and_mass():
     m[0, :14] = 1
     assert mass_inside(m, m.bool()).item() == pytest.approx(1.0)
     assert mass_inside(torch.zeros(1, 28, 28), m.bool()).item() == 0
+
+
+def test_the_verdict_names_the_best_localised_method(evaluation):
+    from cnnlab.viz.report import verdict_text
+
+    local = evaluation["localisation"]
+    assert local["images"] == 24 and local["best"] in evaluation["ranking"]
+    rows = evaluation["methods"]
+    assert rows[local["best"]]["localisation"] == max(rows[m]["localisation"] for m in evaluation["ranking"])
+    text = verdict_text(evaluation)
+    assert "Localisation (the share of each map's mass inside the true object" in text
+    assert f"{local['best']} puts the most on the evidence" in text
+    assert f"random (reference) {rows['random (reference)']['localisation']:.2f}" in text
+
+
+def test_localisation_only_where_the_evidence_is_known(known_answer):
+    """Images without an object (or explained as another class) are left out of the score, not counted as 0;
+    without masks there is no localisation at all: no key, no column, no sentence."""
+    from cnnlab.data.known_answer import masks_to_boxes
+    from cnnlab.viz.report import verdict_text
+
+    ka = known_answer
+    x, y = ka.images[:6], ka.labels[:6]
+    boxes = masks_to_boxes(ka.boxes[:6])
+    boxes[:2] = 0  # as if the first two had no object
+    wrong = y.clone()
+    wrong[2] = 1 - wrong[2]  # the third explained as the other class
+    masks = evidence_masks(boxes, (28, 28), labels=wrong, targets=y)
+    assert not masks[:3].flatten(1).any(1).any() and masks[3:].flatten(1).any(1).all()
+    assert torch.equal(masks[3:], ka.masks[3:6])
+    kw = dict(methods=("saliency",), compare_layers=False, road_images=2, randomisation_images=2, steps=4)
+    with_masks = evaluate_attributions(ka.model, x, y, masks=masks, **kw)
+    row = with_masks["methods"]["saliency"]
+    maps = attribution_maps(ka.model, x, y, "saliency")
+    assert row["localisation"] == pytest.approx(float(mass_inside(maps[3:], masks[3:]).mean()), rel=1e-5)
+    assert with_masks["localisation"]["images"] == 3
+    none = evaluate_attributions(ka.model, x, y, masks=torch.zeros(6, 28, 28, dtype=torch.bool), **kw)
+    assert none["methods"]["saliency"]["localisation"] is None and none["localisation"]["best"] is None
+    assert evaluation_table(none)[1][0][evaluation_table(none)[0].index("mass inside the object")] == "n/a"
+    assert "nothing to score" in verdict_text(none)
+    plain = evaluate_attributions(ka.model, x, y, **kw)
+    assert all("localisation" not in r for r in plain["methods"].values()) and "localisation" not in plain
+    assert "mass inside the object" not in evaluation_table(plain)[0]
+    assert "Localisation" not in verdict_text(plain)
+

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from cnnlab.cli import main
+from cnnlab.data import load_dataset
 from cnnlab.train import TrainConfig, fit
 from tests.helpers import one_thread
 
@@ -94,6 +95,39 @@ def test_evaluate_prints_the_table_and_writes_it(run_dir, fake_fmnist_dir, capsy
     assert md.startswith("# Which map to trust") and md.count("\n|") >= len(ev["methods"]) + 1
     assert (out / "methods.png").is_file() and not list(out.glob("gradcam*.png"))  # figures only when asked
     assert "Which map to trust" in (out / "index.html").read_text()
+    # Fashion-MNIST has no known evidence: no localisation column, key or sentence (not zeros)
+    assert "mass inside the object" not in printed + md and "Localisation" not in printed + md
+    assert "localisation" not in ev and all("localisation" not in r for r in ev["methods"].values())
+
+
+def test_evaluate_scores_localisation_on_a_known_answer_run(tmp_path, capsys):
+    """A run trained on --dataset known-answer: the table, evaluation.json and .md gain the localisation
+    column (the share of each map's mass inside the true object) and the verdict names the best localised
+    method."""
+    run, out = tmp_path / "ka", tmp_path / "ka-eval"
+    with one_thread():
+        assert main(["train", "--dataset", "known-answer", "--model", "fmnist-cnn", "--subset", "1024", "--val-size",
+                     "256", "--epochs", "3", "--batch-size", "64", "--out", str(run), "--device", "cpu",
+                     "--no-progress", "--precision", "fp32"]) == 0
+        capsys.readouterr()
+        code = main(["viz", str(run), "--evaluate", "--images", "8", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    ev = json.loads((out / "evaluation.json").read_text())
+    test_y = load_dataset("known-answer", val_size=256).test_y[:8]  # those with an object are scored
+    assert 0 < ev["localisation"]["images"] <= int((test_y < 2).sum())  # and explained as their class
+    rows = ev["methods"]
+    assert all(0 <= r["localisation"] <= 1 for r in rows.values())
+    best = ev["localisation"]["best"]
+    assert rows[best]["localisation"] > rows["random (reference)"]["localisation"]
+    md = (out / "evaluation.md").read_text()
+    for text in (printed, md):
+        assert "mass inside the object" in text and f"{best} puts the most on the evidence" in text
+    header = next(ln for ln in md.splitlines() if ln.startswith("| method"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    col = cells.index("mass inside the object")
+    gradcam = next(ln for ln in md.splitlines() if ln.startswith("| gradcam |"))
+    assert float(gradcam.strip("|").split("|")[col]) == pytest.approx(rows["gradcam"]["localisation"], abs=0.006)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make test installs Debian's chromium)")

@@ -14,7 +14,12 @@
   normalisation layer is compared together with the next one). A method whose maps survive the loss of
   everything the model learned shows the image, not the model: it *fails* when the mean correlation after
   the whole cascade is :data:`RANDOMISATION_PASS` or more.
-- **Localisation**, where the true object is known (a mask per image): the share of the map inside it.
+- **Localisation**, where the true evidence is known (a run trained on ``--dataset known-answer``, whose test
+  images carry the object's box: :attr:`cnnlab.data.DataSplits.evidence`): the share of each map's non-negative
+  mass inside the object's box grown by :data:`LOCALISATION_MARGIN` px (:func:`mass_inside`; 1 is all of it,
+  a uniform map scores the region's share of the image, about 0.1), the mean over the images that have an
+  object and whose explained class is their true one. A mass share rather than the pointing game: it also
+  says how much of the map lies elsewhere, where the pointing game only asks for the peak.
 - **Time**: seconds to compute the maps, per 256 images.
 
 The verdict: the methods that pass the randomisation check, ranked by their mean rank over the three
@@ -33,13 +38,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from cnnlab.data.known_answer import box_masks
 from cnnlab.viz._state import VizError, untouched
 from cnnlab.viz.attribution import default_patch_sizes, grad_cam, integrated_gradients, occlusion, saliency
 from cnnlab.viz.cam import CAM_METHODS, _library, cam, cam_target_module, layer_choices
 from cnnlab.viz.faithfulness import deletion_insertion
 
-__all__ = ["ATTRIBUTION_METHODS", "RANDOMISATION_PASS", "ROAD_PERCENTILES", "attribution_maps", "blurred",
-           "cascade", "evaluate_attributions", "evaluation_table", "faithfulness_scores", "mass_inside", "spearman"]
+__all__ = ["ATTRIBUTION_METHODS", "LOCALISATION_MARGIN", "RANDOMISATION_PASS", "ROAD_PERCENTILES", "attribution_maps",
+           "blurred", "cascade", "evaluate_attributions", "evaluation_table", "evidence_masks", "faithfulness_scores",
+           "mass_inside", "spearman"]
 
 #: Every attribution method the evaluation knows, CAM family first.
 ATTRIBUTION_METHODS = (*CAM_METHODS, "guided", "occlusion", "saliency", "integrated-gradients")
@@ -49,6 +56,9 @@ RANDOMISATION_PASS = 0.5
 #: ROAD removes the most (or least) relevant 20%, 50% and 80% of the pixels.
 ROAD_PERCENTILES = (20, 50, 80)
 REPLACEMENTS = ("black", "blur", "road")
+#: px: the true box is grown by this much before its share of a map is counted (CAMs are upsampled from a
+#: coarser grid, so a map that is right spills about a pixel over the box's edge)
+LOCALISATION_MARGIN = 1
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -93,6 +103,17 @@ def mass_inside(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """(N,) the share of each map's non-negative mass inside its mask (0 for a blank map)."""
     m = maps.clamp_min(0).flatten(1)
     return (m * masks.flatten(1).to(m)).sum(1) / m.sum(1).clamp_min(1e-12)
+
+
+def evidence_masks(boxes: torch.Tensor, size: tuple[int, int], *, labels: torch.Tensor | None = None,
+                   targets: torch.Tensor | None = None, margin: int = LOCALISATION_MARGIN) -> torch.Tensor:
+    """(N, H, W) bool: each image's evidence box (N, 4: top, left, bottom, right, exclusive) grown by ``margin``
+    px, the region the localisation score counts; empty for an image without evidence and, given ``labels``
+    and ``targets``, for one whose explained class is not its true class (its map is of something else)."""
+    masks = box_masks(boxes, size, margin)
+    if labels is not None and targets is not None:
+        masks &= (targets.cpu() == labels.cpu())[:, None, None]
+    return masks
 
 
 def blurred(images: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
@@ -183,8 +204,8 @@ def evaluate_attributions(model: nn.Module, images: torch.Tensor, targets: torch
                           steps: int = 10,
                           log: Callable[[str], None] = lambda s: None) -> dict:
     """Evaluate each of ``methods`` on ``images`` (normalised) for class ``targets``; ``baseline`` is black in
-    normalised units (:func:`cnnlab.viz.attribution.black`); ``masks`` (N, H, W) bool: the true object, for
-    the localisation score. ROAD (a sparse solve per image and percentile) runs on the first
+    normalised units (:func:`cnnlab.viz.attribution.black`); ``masks`` (N, H, W) bool: the true evidence
+    (:func:`evidence_masks`), for the localisation score, over the images whose mask is not empty. ROAD (a sparse solve per image and percentile) runs on the first
     ``road_images``, the cascade on the first ``randomisation_images``. Returns
     ``{"methods": {name: row}, "ranking": [...], "untrusted": [...], ...}``; every number is in the rows."""
     unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
@@ -200,6 +221,7 @@ def evaluate_attributions(model: nn.Module, images: torch.Tensor, targets: torch
     reference = torch.rand(n, *images.shape[-2:], generator=gen)
     rows: dict[str, dict] = {}
     trained: dict[str, torch.Tensor] = {}
+    located = None if masks is None else masks.flatten(1).any(1)
     for method in [*methods, "random (reference)"]:
         t0 = time.perf_counter()
         if method == "random (reference)":
@@ -211,8 +233,9 @@ def evaluate_attributions(model: nn.Module, images: torch.Tensor, targets: torch
         row: dict = {"seconds_per_256": seconds, "blank": int((maps.flatten(1).amax(1) <= 0).sum()), "images": n}
         row.update(faithfulness_scores(model, images, maps, targets, baseline=baseline, blur=blur,
                                        road_images=road_images, steps=steps))
-        if masks is not None:
-            row["localisation"] = float(mass_inside(maps, masks).mean())
+        if located is not None:
+            row["localisation"] = (float(mass_inside(maps[located], masks[located].to(maps.device)).mean())
+                                   if located.any() else None)
         rows[method] = row
         log(f"{method}: maps and faithfulness in {time.perf_counter() - t0:.1f} s")
     # the cascade once, every method at every step: one randomised copy of the model in memory
@@ -242,7 +265,19 @@ def evaluate_attributions(model: nn.Module, images: torch.Tensor, targets: torch
                                     "images": len(r_images), "passes": bool(rho[-1] < RANDOMISATION_PASS)}
     log(f"randomisation cascade ({steps} layers, maps after {len(names)} of them, {len(r_images)} images): "
         f"{time.perf_counter() - t0:.1f} s")
-    return _verdict(rows)
+    result = _verdict(rows)
+    if located is not None:
+        result["localisation"] = {"measure": "share of the map's mass inside the true object's region",
+                                  "images": int(located.sum()), "best": _most_localised(result)}
+    return result
+
+
+def _most_localised(result: dict) -> str | None:
+    """The trusted method (any method, if none is trusted) with the highest localisation score."""
+    rows = result["methods"]
+    pool = [m for m in (result["ranking"] or [m for m in rows if "randomisation" in rows[m]])
+            if rows[m].get("localisation") is not None]
+    return max(pool, key=lambda m: rows[m]["localisation"]) if pool else None
 
 
 def _cascade_rho(trained: torch.Tensor, randomised: torch.Tensor) -> float:
@@ -279,7 +314,8 @@ def evaluation_table(result: dict) -> tuple[list[str], list[list[str]]]:
     rows = result["methods"]
     local = any("localisation" in r for r in rows.values())
     head = ["method", "rank", "randomisation rho (top / all layers)", "black: del / ins", "blur: del / ins",
-            "ROAD MoRF / LeRF (50%)", *(["inside the object"] if local else []), "blank maps", "s / 256 images"]
+            "ROAD MoRF / LeRF (50%)", *(["mass inside the object"] if local else []), "blank maps",
+            "s / 256 images"]
     out = []
     order = [*result["ranking"], *result["untrusted"], *[m for m in rows if "randomisation" not in rows[m]]]
     for m in order:
@@ -296,7 +332,11 @@ def evaluation_table(result: dict) -> tuple[list[str], list[list[str]]]:
         out.append([m, rank, rho, f"{r['black']['deletion_auc']:.3f} / {r['black']['insertion_auc']:.3f}",
                     f"{r['blur']['deletion_auc']:.3f} / {r['blur']['insertion_auc']:.3f}",
                     f"{road['morf'][50]:+.3f} / {road['lerf'][50]:+.3f}",
-                    *([f"{r['localisation']:.2f}"] if local else []), f"{r['blank']}/{r['images']}",
+                    *([_share(r.get("localisation"))] if local else []), f"{r['blank']}/{r['images']}",
                     "" if r["seconds_per_256"] is None else f"{r['seconds_per_256']:.2f}"])
     return head, out
 
+
+
+def _share(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"

@@ -20,7 +20,8 @@ from cnnlab.runs import load_run
 from cnnlab.viz._state import VizError
 from cnnlab.viz.attribution import black, integrated_gradients, occlusion, saliency, targets_for
 from cnnlab.viz.cam import CAM_METHODS, cam, cam_target_module
-from cnnlab.viz.evaluate import ATTRIBUTION_METHODS, attribution_maps, evaluate_attributions, evaluation_table
+from cnnlab.viz.evaluate import (ATTRIBUTION_METHODS, LOCALISATION_MARGIN, attribution_maps, evaluate_attributions,
+                                 evaluation_table, evidence_masks)
 from cnnlab.viz.faithfulness import deletion_insertion
 from cnnlab.viz.inside import feature_maps, filters
 from cnnlab.viz.layers import activation_after, conv_layer, conv_layers
@@ -294,8 +295,13 @@ def _evaluate(v: _Context, images: torch.Tensor, labels) -> dict:
     ``evaluation.json`` and ``evaluation.md``, shown as a table, and every method's maps for the first images
     as one figure."""
     targets = targets_for(v.model, images, v.target)
+    masks = None
+    if v.data is not None and v.data.evidence is not None:  # a known-answer run: the localisation column too
+        masks = evidence_masks(v.data.evidence["test"][:len(images)], tuple(images.shape[-2:]), labels=labels,
+                               targets=targets)
     v.log(f"evaluating {len(ATTRIBUTION_METHODS)} attribution methods on {len(images)} images ...")
-    result = evaluate_attributions(v.model, images, targets, layer=v.gc_name, baseline=v.dark, log=v.log)
+    result = evaluate_attributions(v.model, images, targets, layer=v.gc_name, baseline=v.dark, masks=masks,
+                                   log=v.log)
     module = cam_target_module(v.model, v.gc_name, v.images)[1]
     result.update({"model": v.model_name, "layer": v.gc_name, "module": module, "images": len(images),
                    "target": "predicted class" if v.target is None else v.classes[v.target]})
@@ -331,14 +337,28 @@ def _markdown(title: str, head: list[str], rows: list[list[str]], result: dict) 
 
 
 def verdict_text(result: dict) -> str:
-    """The evaluation's conclusion in two sentences."""
+    """The evaluation's conclusion in two sentences (three where the true evidence is known)."""
     best = result["most_faithful"]
     trusted = ", ".join(result["ranking"]) or "none"
     untrusted = ", ".join(result["untrusted"]) or "none"
-    return (f"Pass the randomisation check (trust, best first): {trusted}. Fail it (their maps survive "
+    text = (f"Pass the randomisation check (trust, best first): {trusted}. Fail it (their maps survive "
             f"re-initialising every layer: they show the image more than the model): {untrusted}. Most faithful "
             f"with black replacement: {best.get('black')}; with blurred: {best.get('blur')}; under ROAD: "
             f"{best.get('road')}.")
+    local = result.get("localisation")
+    if local:
+        rows = result["methods"]
+        scored = sorted((m for m in rows if rows[m].get("localisation") is not None),
+                        key=lambda m: -rows[m]["localisation"])
+        if not scored:
+            return text + (" Localisation: no evaluated image contains an object of the class explained, so "
+                           "nothing to score.")
+        order = ", ".join(f"{m} {rows[m]['localisation']:.2f}" for m in scored)
+        among = "of the methods that pass the randomisation check" if result["ranking"] else "of all methods"
+        text += (f" Localisation (the share of each map's mass inside the true object, its box grown by "
+                 f"{LOCALISATION_MARGIN} px, on {local['images']} images): {order}; {among}, {local['best']} puts "
+                 f"the most on the evidence.")
+    return text
 
 
 def _mistakes(v: _Context, k: int = 16) -> None:

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.analysis import field_report
@@ -18,6 +19,7 @@ from cnnlab.cli import main
 from cnnlab.explore import MAX_UPLOAD_BYTES, ExploreSession
 from cnnlab.explore.app import create_app
 from cnnlab.explore.server import ServeError, check_address
+from cnnlab.viz.evaluate import RANDOMISATION_PASS, randomisation_check
 from tests.cli.helpers import one_line_error, run_cli
 from tests.helpers import write_fake_fmnist, write_folder
 
@@ -232,8 +234,31 @@ def test_attributions(client, image, method):
     f = d["faithfulness"]
     assert 0 <= f["blur"]["deletion_auc"] <= 1 and 0 <= f["blur"]["insertion_auc"] <= 1
     assert -1 <= f["road"]["morf"] <= 1 and -1 <= f["road"]["lerf"] <= 1
+    r = f["randomisation"]  # the cascade's last step for this image: every layer re-initialised
+    assert r["threshold"] == RANDOMISATION_PASS and r["layers"] == 11  # fmnist-cnn's convs, BatchNorms, dense layers
+    if r["rho"] is None:
+        assert r["passes"] is None and "blank" in r["why"] and d["blank"]
+    else:
+        assert -1 <= r["rho"] <= 1 and r["passes"] == (r["rho"] < RANDOMISATION_PASS)
     assert (d["layer"] is not None) == method.endswith(("cam", "cam++"))
     assert d["blank"] is None or d["blank"].startswith("blank: ")
+
+
+def test_the_randomisation_check_is_the_evaluations(session, image):
+    """The explorer's number for one image is :func:`randomisation_check` on the same map, and the check fails
+    a map that the weights do not change."""
+    from cnnlab.data import normalize
+    from cnnlab.viz import saliency
+
+    d = session.attribution(image["image"], "saliency", target=2, faithfulness=True)
+    x = normalize(session.image(image["image"]).unsqueeze(0), session.mean, session.std)
+    t = torch.tensor([2])
+    maps = saliency(session.model, x, t)
+    direct = randomisation_check(session.model, x, maps, lambda m: saliency(m, x, t))
+    assert d["faithfulness"]["randomisation"]["rho"] == pytest.approx(direct["rho"], abs=1e-4)
+    assert d["faithfulness"]["randomisation"]["passes"] == direct["passes"]
+    same = randomisation_check(session.model, x, maps, lambda m: maps)  # a map the weights do not change
+    assert same["rho"] == pytest.approx(1.0) and same["passes"] is False
 
 
 @pytest.mark.parametrize("query,needle", [
@@ -351,7 +376,10 @@ def test_an_int8_run_has_no_gradient_views(quantized):
                 f"/api/unit?image={image}&layer=features.block1.conv1&channel=0&position=1,1"):
         r = quantized.get(url)
         assert r.status_code == 409 and "needs gradients" in r.json()["error"]
-    assert quantized.get(f"/api/attribution?image={image}&method=occlusion").status_code == 200
+    occ = quantized.get(f"/api/attribution?image={image}&method=occlusion&faithfulness=true")
+    assert occ.status_code == 200
+    assert occ.json()["faithfulness"]["randomisation"] == {  # nothing to re-initialise: said, not a wrong rho of 1
+        "rho": None, "passes": None, "why": "an int8 quantized run's layers cannot be re-initialised"}
     acts = quantized.get(f"/api/activations?image={image}")
     assert acts.status_code == 200 and len(acts.json()["layers"]) > 3
     assert quantized.get(f"/api/predict?image={image}").status_code == 200

@@ -295,6 +295,13 @@ def test_every_view_renders(tab, server, tmp_path):
         assert tab.page.get_attribute("#view-attribution", "data-image") == image
         f = tab.page.locator("#attr-faithfulness")
         assert 0 <= float(f.get_attribute("data-deletion")) <= 1 and 0 <= float(f.get_attribute("data-insertion")) <= 1
+        # the randomisation check for this image and method: the page says what the API measured
+        check = tab.page.inner_text('[data-testid="attr-randomisation"]')
+        assert check.startswith("randomisation check: ")
+        if method == "saliency":
+            r = session.attribution(image, method, faithfulness=True)["faithfulness"]["randomisation"]
+            assert f.get_attribute("data-randomisation") == ("pass" if r["passes"] else "fail")
+            assert ("passes" if r["passes"] else "FAILS") in check and f"all {r['layers']} layers" in check
     shot("attribution-occlusion")
     # what it learned: filters, curves, the confusion matrix and its cells, the maximal response
     tab.show("learned")

@@ -145,3 +145,21 @@ def test_localisation_only_where_the_evidence_is_known(known_answer):
     assert "mass inside the object" not in evaluation_table(plain)[0]
     assert "Localisation" not in verdict_text(plain)
 
+
+def test_randomisation_check_for_one_image(known_answer):
+    """The explorer's check: a map that depends on the weights changes on the randomised model (passes), a map
+    of the image alone does not (fails), a blank map cannot be compared; the user's model is left alone."""
+    from cnnlab.viz.evaluate import randomisation_check, randomised_model
+
+    model, x, y = known_answer.model, known_answer.images[:1], known_answer.labels[:1]
+    snap = Snapshot(model)
+    other = randomised_model(model, x)
+    assert all(not torch.equal(p, q) for p, q in zip(model.parameters(), other.parameters()))
+    maps = attribution_maps(model, x, y, "gradcam")
+    r = randomisation_check(model, x, maps, lambda m: attribution_maps(m, x, y, "gradcam"), randomised=other)
+    assert r["layers"] == 3 and r["passes"] and r["rho"] < RANDOMISATION_PASS
+    image = x[:, 0].abs()
+    assert randomisation_check(model, x, image, lambda m: image)["passes"] is False
+    blank = randomisation_check(model, x, torch.zeros(1, 28, 28), lambda m: torch.zeros(1, 28, 28))
+    assert blank["rho"] is None and blank["passes"] is None and "blank" in blank["why"]
+    snap.assert_unchanged()

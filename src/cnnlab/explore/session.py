@@ -40,7 +40,7 @@ from cnnlab.viz import (VizError, conv_layer, conv_layers, effective_receptive_f
                         integrated_gradients, layer_outputs, maximize_activation, occlusion, saliency, untouched)
 from cnnlab.viz.attribution import black
 from cnnlab.viz.cam import CAM_METHODS, DEFAULT_CAM, cam
-from cnnlab.viz.evaluate import faithfulness_scores
+from cnnlab.viz.evaluate import faithfulness_scores, randomisation_check, randomised_model
 
 __all__ = ["ATTRIBUTIONS", "ExploreError", "ExploreSession", "MAX_UPLOAD_BYTES", "NoGradientsError", "NotFoundError"]
 
@@ -120,6 +120,7 @@ class ExploreSession:
         self._test_probs: torch.Tensor | None = None
         self._maximized: dict[tuple[str, int], dict[str, Any]] = {}  # background jobs, by (layer, channel)
         self._job_model: nn.Module | None = None  # their copy of the model
+        self._randomised: nn.Module | None = None  # every layer re-initialised: the randomisation check's model
         self._job_lock = threading.Lock()  # one job computes at a time
         self._tmp = tempfile.TemporaryDirectory(prefix="cnnlab-explore-")
         with self._lock, untouched(self.model):
@@ -282,7 +283,8 @@ class ExploreSession:
     def attribution(self, image_id: str, method: str, *, target: int | None = None, layer: str | None = None,
                     patch: int | None = None, stride: int | None = None, faithfulness: bool = False) -> dict[str, Any]:
         """A map of where the model looks for ``target`` (default: its prediction) by ``method``; with
-        ``faithfulness``, the deletion and insertion areas of that map for this image."""
+        ``faithfulness``, the deletion and insertion areas of that map for this image, ROAD, and the randomisation
+        check (Spearman correlation with the same method's map on the model with every layer re-initialised)."""
         if method not in ATTRIBUTIONS:
             raise ExploreError(f"unknown method {method!r}; valid: {', '.join(ATTRIBUTIONS)}")
         if method != "occlusion":
@@ -296,22 +298,25 @@ class ExploreSession:
                 with untouched(self.model), torch.no_grad():
                     target = int(self.model(x).argmax(1)[0])
             t = torch.tensor([target])
-            blank = None
-            try:
+            side = min(self.input_size[1:])
+            size = patch or max(2, side // 4)
+            if method == "occlusion" and (not 1 <= size <= side or (stride is not None and not 1 <= stride <= side)):
+                raise ExploreError(f"patch and stride must be between 1 and {side}; got {patch}, {stride}")
+            def maps_of(model: nn.Module):
+                """(maps, layer, why blank) of ``method`` on ``model``: the run's, or its randomised copy."""
                 if method in CAM_METHODS:
-                    r = cam(self.model, x, t, method=method, layer=layer or conv_layer(self.model, None)[0])
-                    maps, name, blank = r.maps, r.layer, r.why_blank(0)
-                elif method == "saliency":
-                    maps, name = saliency(self.model, x, t), None
-                elif method == "integrated-gradients":
-                    maps, name = integrated_gradients(self.model, x, t, baseline=dark), None
-                else:
-                    side = min(self.input_size[1:])
-                    size = patch or max(2, side // 4)
-                    if not 1 <= size <= side or (stride is not None and not 1 <= stride <= side):
-                        raise ExploreError(f"patch and stride must be between 1 and {side}; got {patch}, {stride}")
-                    maps = occlusion(self.model, x, t, patch_sizes=(size,), stride=stride, baseline=dark)[size]
-                    maps, name = maps.clamp_min(0), None
+                    r = cam(model, x, t, method=method, layer=cam_layer)
+                    return r.maps, r.layer, r.why_blank(0)
+                if method == "saliency":
+                    return saliency(model, x, t), None, None
+                if method == "integrated-gradients":
+                    return integrated_gradients(model, x, t, baseline=dark), None, None
+                return occlusion(model, x, t, patch_sizes=(size,), stride=stride, baseline=dark)[size].clamp_min(0), \
+                    None, None
+
+            try:
+                cam_layer = (layer or conv_layer(self.model, None)[0]) if method in CAM_METHODS else None
+                maps, name, blank = maps_of(self.model)
             except VizError as e:
                 raise ExploreError(str(e)) from None
             scores = None
@@ -320,10 +325,25 @@ class ExploreSession:
                 scores = {"deletion_auc": round(f["black"]["deletion_auc"], 4),
                           "insertion_auc": round(f["black"]["insertion_auc"], 4),
                           "blur": {k: round(f["blur"][k], 4) for k in ("deletion_auc", "insertion_auc")},
-                          "road": {"morf": round(f["road"]["morf"][50], 4), "lerf": round(f["road"]["lerf"][50], 4)}}
+                          "road": {"morf": round(f["road"]["morf"][50], 4), "lerf": round(f["road"]["lerf"][50], 4)},
+                          "randomisation": self._randomisation(x, maps, lambda m: maps_of(m)[0])}
         pixels, lo, hi = _gray(maps[0])
         return {"image": image_id, "method": method, "target": target, "layer": name, "png": _png(pixels),
                 "min": lo, "max": hi, "faithfulness": scores, "blank": blank}
+
+    def _randomisation(self, x: torch.Tensor, maps: torch.Tensor, maps_of: Callable[[nn.Module], torch.Tensor]
+                       ) -> dict[str, Any]:
+        """The randomisation check of `viz --evaluate` for one image (:func:`cnnlab.viz.evaluate.randomisation_check`:
+        the map against the same method's on the model with every layer re-initialised, made once per session)."""
+        if not self.has_gradients:
+            return {"rho": None, "passes": None, "why": "an int8 quantized run's layers cannot be re-initialised"}
+        try:
+            if self._randomised is None:
+                self._randomised = randomised_model(self.model, x)
+            r = randomisation_check(self.model, x, maps, maps_of, randomised=self._randomised)
+        except VizError as e:
+            return {"rho": None, "passes": None, "why": str(e)}
+        return r | {"rho": None if r["rho"] is None else round(r["rho"], 4)}
 
     def _needs_gradients(self, view: str) -> None:
         if not self.has_gradients:

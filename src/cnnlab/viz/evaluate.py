@@ -13,7 +13,8 @@
   are compared with the trained model's by Spearman rank correlation (after each conv or dense layer; a
   normalisation layer is compared together with the next one). A method whose maps survive the loss of
   everything the model learned shows the image, not the model: it *fails* when the mean correlation after
-  the whole cascade is :data:`RANDOMISATION_PASS` or more.
+  the whole cascade is :data:`RANDOMISATION_PASS` or more. :func:`randomisation_check` is the cascade's last
+  step alone, for maps already computed (the explorer's one image).
 - **Localisation**, where the true evidence is known (a run trained on ``--dataset known-answer``, whose test
   images carry the object's box: :attr:`cnnlab.data.DataSplits.evidence`): the share of each map's non-negative
   mass inside the object's box grown by :data:`LOCALISATION_MARGIN` px (:func:`mass_inside`; 1 is all of it,
@@ -29,6 +30,7 @@ replacements, with the spread of ranks; the others listed as not to be trusted o
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 import warnings
@@ -46,7 +48,7 @@ from cnnlab.viz.faithfulness import deletion_insertion
 
 __all__ = ["ATTRIBUTION_METHODS", "LOCALISATION_MARGIN", "RANDOMISATION_PASS", "ROAD_PERCENTILES", "attribution_maps",
            "blurred", "cascade", "evaluate_attributions", "evaluation_table", "evidence_masks", "faithfulness_scores",
-           "mass_inside", "spearman"]
+           "mass_inside", "randomisation_check", "randomised_model", "spearman"]
 
 #: Every attribution method the evaluation knows, CAM family first.
 ATTRIBUTION_METHODS = (*CAM_METHODS, "guided", "occlusion", "saliency", "integrated-gradients")
@@ -159,6 +161,36 @@ def cascade(model: nn.Module, example: torch.Tensor, seed: int = 0):
             if hasattr(m, "reset_running_stats"):
                 m.reset_running_stats()
             yield name, other
+
+
+def randomised_model(model: nn.Module, example: torch.Tensor, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` (eval mode) with every learned layer re-initialised: the last step of
+    :func:`cascade`, the model the randomisation check compares against. ``model`` is not touched."""
+    other = None
+    for _, other in cascade(model, example, seed=seed):
+        pass
+    if other is None:
+        raise VizError(f"{type(model).__name__} has no layer with parameters to re-initialise")
+    return other
+
+
+def randomisation_check(model: nn.Module, images: torch.Tensor, maps: torch.Tensor,
+                        maps_of: Callable[[nn.Module], torch.Tensor], *, randomised: nn.Module | None = None,
+                        seed: int = 0) -> dict:
+    """The randomisation check for maps already computed (e.g. one image in the explorer): ``maps_of`` computes
+    the same method, with the same settings, on another model; it runs once, on :func:`randomised_model`
+    (``randomised``, if given: one made earlier). Returns ``{"rho", "passes", "threshold", "layers"}``: the mean
+    Spearman correlation between ``maps`` and the randomised model's maps (as the evaluation's last cascade
+    step; a map that went blank counts as changed), whether it is below :data:`RANDOMISATION_PASS`, and how many
+    layers were re-initialised; ``rho`` and ``passes`` are None, with ``why``, when every map is blank."""
+    other = randomised_model(model, images, seed=seed) if randomised is None else randomised
+    n_layers = len(_learned_layers(model, images))
+    rho = _cascade_rho(maps.detach().cpu(), maps_of(other).detach().cpu())
+    if math.isnan(rho):
+        return {"rho": None, "passes": None, "threshold": RANDOMISATION_PASS, "layers": n_layers,
+                "why": "the map is blank: it has no order to compare"}
+    return {"rho": rho, "passes": bool(rho < RANDOMISATION_PASS), "threshold": RANDOMISATION_PASS,
+            "layers": n_layers}
 
 
 def _road(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor) -> dict:

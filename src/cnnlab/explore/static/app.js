@@ -1181,6 +1181,7 @@ function renderFaithfulness(f) {
     box.replaceChildren();
     delete box.dataset.deletion;
     delete box.dataset.insertion;
+    delete box.dataset.randomisation;
     return;
   }
   box.dataset.deletion = String(f.deletion_auc);
@@ -1207,6 +1208,20 @@ function renderFaithfulness(f) {
     rows.push(el('div', { class: 'small', text: `ROAD (the top or bottom half imputed from its neighbours): class ` +
       `probability ${signed(f.road.morf)} removing the most relevant, ${signed(f.road.lerf)} the least; ` +
       'a faithful map makes the first fall further' }));
+  }
+  const r = f.randomisation;
+  if (r) {
+    // Adebayo et al.'s check for this image: the same method on the model with every layer re-initialised
+    box.dataset.randomisation = r.passes === null ? 'n/a' : (r.passes ? 'pass' : 'fail');
+    const text = r.rho === null ? `randomisation check: not measured (${r.why})` :
+      `randomisation check: rank correlation ${fmt(r.rho)} with the map of the model with all ${r.layers} ` +
+      `layers re-initialised: ` + (r.passes ? `passes (below ${r.threshold}): the map depends on what the ` +
+        'model learned' : `FAILS (${r.threshold} or more): the map survives losing everything the model ` +
+        'learned, so it shows the image more than the model');
+    rows.push(el('div', { class: r.passes === false ? 'small faith-check faith-fail' : 'small faith-check',
+      'data-testid': 'attr-randomisation', text }));
+  } else {
+    delete box.dataset.randomisation;
   }
   box.replaceChildren(...rows);
 }

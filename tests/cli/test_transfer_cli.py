@@ -91,7 +91,7 @@ def test_torchvision_source_with_local_weights(capsys, fake_fmnist_dir, tmp_path
     (["--weights", "w.safetensors"], ["--weights apply to transfer learning", "--from RUN or tv:NAME"]),
     (["--freeze", "none"], ["--freeze apply to transfer learning"]),
     (["--from", "nowhere"], ["--from nowhere", "not a run directory", "tv:NAME"]),
-    (["--from", "tv:resnet18"], ["--from tv:resnet18 needs --weights PATH", "nothing is downloaded"]),
+    (["--from", "tv:resnet18"], ["--from tv:resnet18 needs --pretrained [WEIGHTS]", "or --weights PATH"]),
     (["--from", "tv:resnet9000", "--weights", "w.pth"], ["unknown torchvision model 'resnet9000'"]),
     (["--from", "{src}", "--model", "mlp"], ["--model mlp and --from", "drop --model"]),
     (["--from", "{src}", "--freeze", "7"], ["cannot freeze 7 blocks", "features.block1, features.block2", "0-2"]),

@@ -56,14 +56,27 @@ def _given(argv: Sequence[str] | None) -> set[str]:
             action.default = argparse.SUPPRESS
             if isinstance(action, argparse._SubParsersAction):
                 stack.extend(action.choices.values())
-    return set(vars(parser.parse_args(argv))) - {"func"}
+    return set(vars(_parse(parser, argv))) - {"func", "trailing"}
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that a command naming a list positional as its ``trailing`` default
+    (``predict``'s IMAGE...) takes the words argparse left over after an option: ``predict tv:resnet18
+    --pretrained IMAGENET1K_V1 photo.jpg`` (argparse fills a ``*`` positional before it meets the option)."""
+    args, extra = parser.parse_known_args(argv)
+    trailing = getattr(args, "trailing", None)
+    if extra and trailing and not any(e.startswith("-") for e in extra):
+        setattr(args, trailing, [*(getattr(args, trailing, None) or []), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from cnnlab.errors import NonFiniteError
     from cnnlab.train import TrainingDivergedError, TrainingInterrupted
 
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     args.given = _given(argv)
     in_main = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None

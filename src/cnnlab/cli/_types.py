@@ -10,7 +10,7 @@ from typing import Any
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["BadInput"]
+__all__ = ["BadInput", "add_pretrained_arg", "pretrained_face"]
 
 
 class BadInput(CnnlabError):
@@ -128,3 +128,28 @@ def _key_value(s: str) -> tuple[str, Any]:
         return k, json.loads(v)
     except json.JSONDecodeError:
         return k, v
+
+
+def add_pretrained_arg(p: argparse.ArgumentParser) -> None:
+    """``--pretrained [NAME]`` for a ``tv:NAME`` model: torchvision's published weights (``DEFAULT`` when no name
+    is given), from torch hub's cache or downloaded into it."""
+    p.add_argument("--pretrained", nargs="?", const="DEFAULT", metavar="WEIGHTS",
+                   help="tv:NAME only: torchvision's published weights (DEFAULT, or a name such as IMAGENET1K_V1), "
+                        "from torch hub's cache (~/.cache/torch/hub/checkpoints) or downloaded into it")
+
+
+def pretrained_face(a: argparse.Namespace, *, needs_images: str | None = None) -> None:
+    """``tv:NAME --pretrained [WEIGHTS]`` given where a run is expected: ``a.run`` becomes its run directory
+    (:func:`cnnlab.runs.pretrained_run`: ``runs/pretrained/tv-NAME-WEIGHTS``, made once); ``needs_images``: the
+    flag that must then give image files (a pretrained model has no test set here)."""
+    if a.run.startswith("tv:"):
+        if a.pretrained is None:
+            raise BadInput(f"{a.run} has random weights; add --pretrained [WEIGHTS] for torchvision's published ones")
+        if needs_images is not None and not getattr(a, needs_images.lstrip("-"), None):
+            raise BadInput(f"{a.run} --pretrained has no test set here (its weights were trained on ImageNet); give "
+                           f"image files with {needs_images} FILE...")
+        from cnnlab.runs import pretrained_run
+
+        a.run = str(pretrained_run(a.run, a.pretrained))
+    elif a.pretrained is not None:
+        raise BadInput(f"--pretrained applies to tv:NAME; the run {a.run} brings its own weights")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cnnlab.cli._types import _input_size, _ints, _key_value, _positive_int
+from cnnlab.cli._types import _input_size, _ints, _key_value, _positive_int, add_pretrained_arg
 
 __all__ = ["add_parser", "run"]
 
@@ -45,6 +45,7 @@ def _add_anatomy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="constructor argument for the model (JSON value), repeatable")
     p.add_argument("--weights", help="a local state dict to load (.safetensors, or .pth read with weights_only)")
+    add_pretrained_arg(p)
     p.add_argument("--json", action="store_true")
 
 
@@ -81,7 +82,7 @@ def _model(a: argparse.Namespace):
     ``image_size`` (:func:`cnnlab.models.input_kwargs`), so a model built for 28x28 can be looked at on 3x32x32."""
     from cnnlab.models import build_for_input, model_info
 
-    model = build_for_input(a.model, a.input, weights=a.weights, **dict(a.model_arg))
+    model = build_for_input(a.model, a.input, weights=a.weights, pretrained=a.pretrained, **dict(a.model_arg))
     return model, a.input or model_info(a.model).input_size
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 
-from cnnlab.cli._types import _positive_int
+from cnnlab.cli._types import BadInput, _positive_int, add_pretrained_arg
 
 __all__ = ["add_parser", "run"]
 
@@ -25,9 +27,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
-    p = subparsers.add_parser("predict", help="classify image files with a trained run (top-k)")
-    p.add_argument("run")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = subparsers.add_parser("predict", help="classify image files with a trained run, or a pretrained tv:NAME (top-k)",
+                              description="RUN is a run directory, or tv:NAME --pretrained [WEIGHTS]: torchvision's "
+                                          "model with its published weights (ImageNet's categories, the weights' own "
+                                          "preprocessing).")
+    p.add_argument("run", metavar="RUN|tv:NAME")
+    p.add_argument("images", nargs="*", metavar="IMAGE")
+    add_pretrained_arg(p)
+    p.set_defaults(trailing="images")  # IMAGE... may also follow --pretrained WEIGHTS (cnnlab.cli._parse)
     p.add_argument("--top", type=_positive_int, default=3)
     p.add_argument("--invert", choices=("auto", "yes", "no"), default=None,
                    help="Fashion-MNIST runs: invert light-background photos to the dataset's dark background (auto); "
@@ -63,11 +70,31 @@ def _eval(a: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(a: argparse.Namespace) -> int:
-    from cnnlab.predict import predict_files
-    from cnnlab.runs import load_run
+#: a weights name (IMAGENET1K_V1, DEFAULT, ResNet18_Weights.IMAGENET1K_V1), as opposed to an image file
+_WEIGHTS_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Z0-9_]+)?")
 
-    results = predict_files(load_run(a.run), a.images, top=a.top, invert=a.invert)
+
+def _predict(a: argparse.Namespace) -> int:
+    from cnnlab.predict import predict_files, predict_pretrained
+
+    if a.pretrained is not None and (not _WEIGHTS_NAME.fullmatch(a.pretrained) or os.path.exists(a.pretrained)):
+        a.images, a.pretrained = [a.pretrained, *a.images], "DEFAULT"  # `--pretrained photo.jpg`: an image, DEFAULT
+    if not a.images:
+        raise BadInput("give one or more IMAGE files to classify")
+    if a.run.startswith("tv:"):
+        if a.pretrained is None:
+            raise BadInput(f"{a.run} has random weights without --pretrained [WEIGHTS] (torchvision's published "
+                           "weights); its predictions would mean nothing")
+        if a.invert is not None:
+            raise BadInput("--invert applies to runs trained on Fashion-MNIST; a pretrained model uses its weights' "
+                           "preprocessing")
+        results = predict_pretrained(a.run, a.images, weights=a.pretrained, top=a.top)
+    else:
+        if a.pretrained is not None:
+            raise BadInput(f"--pretrained applies to tv:NAME; the run {a.run} brings its own weights")
+        from cnnlab.runs import load_run
+
+        results = predict_files(load_run(a.run), a.images, top=a.top, invert=a.invert)
     if a.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -7,7 +7,7 @@ import argparse
 import os
 
 from cnnlab.cli._types import (BadInput, _count_or_fraction, _finite_float, _freeze, _image_size, _key_value, _names,
-                               _non_negative_int, _positive_float, _positive_int)
+                               _non_negative_int, _positive_float, _positive_int, add_pretrained_arg)
 
 __all__ = ["add_parser", "run"]
 
@@ -47,8 +47,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--from", dest="source", metavar="RUN|tv:NAME",
                    help="a trained run directory, or a torchvision model (with --weights)")
     t.add_argument("--weights", metavar="PATH",
-                   help="tv:NAME's pretrained weights (.safetensors, or .pth read with weights_only); nothing is "
-                        "downloaded")
+                   help="tv:NAME's pretrained weights from a local file (.safetensors, or .pth read with weights_only)")
+    add_pretrained_arg(t)
     t.add_argument("--head", choices=TRANSFER_HEADS,
                    help="gap: global average pooling + linear (cnnlab models' default); last: the source's last "
                         "layer replaced (torchvision models' only choice)")
@@ -118,7 +118,7 @@ def run(a: argparse.Namespace) -> int:
         metrics = fit(resume=a.resume, device=a.device, progress=a.progress)
         run = a.resume
     else:
-        transfer_flags = {"--weights": a.weights, "--head": a.head, "--freeze": a.freeze,
+        transfer_flags = {"--weights": a.weights, "--pretrained": a.pretrained, "--head": a.head, "--freeze": a.freeze,
                           "--backbone-lr-mult": a.backbone_lr_mult, "--extract-features": a.extract_features}
         given = [flag for flag, v in transfer_flags.items() if v is not None]
         if a.source is None and given:
@@ -135,7 +135,7 @@ def run(a: argparse.Namespace) -> int:
             hflip=a.hflip, seed=a.seed, device=a.device or "auto", precision=a.precision,
             channels_last=a.channels_last, compile=a.compile, sync_bn=a.sync_bn,
             checkpoint_interval=a.checkpoint_interval, classes=a.classes, per_class=a.per_class,
-            source=a.source, weights=a.weights, head=a.head, tta=a.tta, **optional,
+            source=a.source, weights=a.weights, pretrained=a.pretrained, head=a.head, tta=a.tta, **optional,
         )
         # the recipe's values, then every flag the user gave (a flag left out takes the recipe's value)
         given = a.given | ({"model_kwargs"} if "model_arg" in a.given else set())

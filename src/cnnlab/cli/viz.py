@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cnnlab.cli._types import _non_negative_int, _positive_int
+from cnnlab.cli._types import _non_negative_int, _positive_int, add_pretrained_arg, pretrained_face
 
 __all__ = ["add_parser", "run"]
 
@@ -15,7 +15,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("viz", help="see inside a trained run: filters, feature maps, Grad-CAM, occlusion, ...",
                               description="Run visualisation methods on a run's model and write PNG files and "
                                           "one offline index.html (default RUN/viz).")
-    p.add_argument("run")
+    p.add_argument("run", metavar="RUN|tv:NAME", help="a run directory, or tv:NAME with --pretrained")
+    add_pretrained_arg(p)
     p.add_argument("--methods",
                    help="all (the default without --evaluate), or a comma list of filters, feature-maps, maximize, "
                         "gradcam, hirescam, gradcam++, xgradcam, layercam, scorecam, eigencam, ablationcam, "
@@ -40,6 +41,8 @@ def add_parser(subparsers) -> None:
 
 def run(a: argparse.Namespace) -> int:
     from cnnlab.viz.report import visualize_run
+
+    pretrained_face(a, needs_images="--image")
 
     result = visualize_run(a.run, a.out, methods=a.methods, layer=a.layer, n_images=a.images, image_files=a.image,
                            target=a.target, data_dir=a.data_dir, faithfulness=a.faithfulness, evaluate=a.evaluate,

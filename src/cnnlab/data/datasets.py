@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.catalog import CATALOG, find_dataset, read_cifar10
-from cnnlab.data.fashion_mnist import load_fashion_mnist
+from cnnlab.data.fashion_mnist import DataNotFoundError, load_fashion_mnist
 from cnnlab.data.folder import ImageTransform, load_folder
 from cnnlab.data.known_answer import CLASSES as KNOWN_ANSWER_CLASSES
 from cnnlab.data.known_answer import GENERATOR_SEED, KNOWN_ANSWER, TEST_IMAGES, TRAIN_IMAGES, known_answer_split
@@ -112,6 +112,8 @@ def _cifar10(data_dir, *, val_size, subset, seed) -> DataSplits:
 
 _DATASETS: dict[str, Callable[..., DataSplits]] = {"fashion-mnist": _fashion_mnist, KNOWN_ANSWER: _known_answer,
                                                    "cifar10": _cifar10}
+#: The dataset a run of a pretrained torchvision model records (cnnlab.runs.pretrained_run): not loadable here.
+IMAGENET = "imagenet"
 #: The downloaded datasets that are image folders (``cnnlab data download NAME``): read by ``load_folder``.
 _FOLDERS = tuple(name for name, e in CATALOG.items() if e.kind == "folder")
 #: Fashion-MNIST's validation split when ``val_size`` is None: 5,000 of its 60,000 training images.
@@ -209,6 +211,10 @@ def load_dataset(
         data = dataclasses.replace(data, name=name)
         _note_subset(data, subset, log)
         return select_classes(data, classes, per_class)
+    if name == IMAGENET:
+        raise DataNotFoundError("ImageNet, which a pretrained model was trained on, is not here (cnnlab cannot "
+                                "download it: a login at image-net.org, about 150 GB); give the model image files "
+                                "instead (viz --image FILE, predict RUN IMAGE, the explorer's upload)")
     if name not in _DATASETS:
         raise UnknownDatasetError(f"unknown dataset {name!r}; valid: {', '.join(list_datasets())}, folder:PATH")
     if image_size is not None or grayscale is not None:

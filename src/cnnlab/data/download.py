@@ -135,7 +135,13 @@ def download(url: str, dest: str | os.PathLike, *, md5: str | None = None, sha25
         except OSError:
             raise DownloadError(f"{part}: another process is downloading this file now; wait for it to finish") from None
         offset = f.seek(0, os.SEEK_END)
-        _fetch(url, f, part, offset, max_bytes=max_bytes, show=show, timeout=timeout, name=dest.name)
+        try:
+            _fetch(url, f, part, offset, max_bytes=max_bytes, show=show, timeout=timeout, name=dest.name)
+        except BaseException:
+            f.flush()
+            if part.is_file() and part.stat().st_size == 0:  # nothing to resume: leave nothing behind
+                part.unlink()
+            raise
         f.flush()
         os.fsync(f.fileno())
         _check(part, url, md5, sha256_prefix)

@@ -113,10 +113,14 @@ class ImageTransform:
     5. resize so that the image covers ``size`` (H, W) -- for a square size, its shorter side to
        the size -- with bilinear antialiased interpolation, and crop the centre: torchvision's
        ``Resize`` + ``CenterCrop``, done as one resampling of the centred box (``ImageOps.fit``).
+       With ``resize`` (a pretrained model's preprocessing, e.g. 256 for a 224 crop): the shorter
+       side to ``resize`` first (bilinear, antialiased), then the centre ``size`` cropped, as
+       torchvision's ``ImageClassification`` transform does.
     """
 
     size: tuple[int, int]
     grayscale: bool
+    resize: int | None = None
 
     RESIZE = "cover-then-center-crop"
     INTERPOLATION = "bilinear"
@@ -128,8 +132,9 @@ class ImageTransform:
         return 1 if self.grayscale else 3
 
     def to_dict(self) -> dict[str, Any]:
-        return {"resize": self.RESIZE, "interpolation": self.INTERPOLATION, "image_size": list(self.size),
-                "grayscale": self.grayscale, "alpha": self.ALPHA, "jpeg_draft": self.JPEG_DRAFT}
+        d = {"resize": self.RESIZE, "interpolation": self.INTERPOLATION, "image_size": list(self.size),
+             "grayscale": self.grayscale, "alpha": self.ALPHA, "jpeg_draft": self.JPEG_DRAFT}
+        return d if self.resize is None else d | {"resize_size": self.resize}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ImageTransform":
@@ -141,14 +146,25 @@ class ImageTransform:
             ours = ", ".join(f"{k} {mine[k]!r}" for k in differ)
             raise ValueError(f"the run's image transform ({theirs}) is not the one this cnnlab applies ({ours})")
         h, w = d["image_size"]
-        return cls((int(h), int(w)), bool(d["grayscale"]))
+        resize = d.get("resize_size")
+        if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 1):
+            raise ValueError(f"the run's image transform has resize_size {resize!r}, not a positive number of pixels")
+        return cls((int(h), int(w)), bool(d["grayscale"]), resize)
 
     def __call__(self, path: str | os.PathLike) -> np.ndarray:
         """Decode ``path`` to a contiguous uint8 (C, H, W) array (steps 1-4: :func:`cnnlab.data.images.read_image`,
         within its size limits); :class:`ImageDecodeError` (:class:`ImageTooLargeError` over a limit) if it cannot."""
         h, w = self.size
-        side = self.JPEG_DRAFT * max(h, w)
-        im = ImageOps.fit(read_image(path, self.grayscale, draft=(side, side)), (w, h), Image.Resampling.BILINEAR)
+        side = self.JPEG_DRAFT * max(h, w, self.resize or 0)
+        im = read_image(path, self.grayscale, draft=(side, side))
+        if self.resize is not None:  # torchvision's Resize(shorter side) + CenterCrop
+            scale = self.resize / min(im.size)
+            rw, rh = max(w, round(im.size[0] * scale)), max(h, round(im.size[1] * scale))
+            im = im.resize((rw, rh), Image.Resampling.BILINEAR)
+            top, left = int(round((rh - h) / 2.0)), int(round((rw - w) / 2.0))
+            im = im.crop((left, top, left + w, top + h))
+        else:
+            im = ImageOps.fit(im, (w, h), Image.Resampling.BILINEAR)
         a = np.array(im, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on a read-only view
         return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
 

@@ -49,10 +49,11 @@ def input_kwargs(name: str, input_size: Sequence[int], *, num_classes: int | Non
 
 
 def build_for_input(name: str, input_size: Sequence[int] | None = None, *, num_classes: int | None = None,
-                    weights: str | None = None, **kwargs: Any) -> nn.Module:
+                    weights: str | None = None, pretrained: str | None = None, **kwargs: Any) -> nn.Module:
     """Model ``name`` built for ``input_size`` images and ``num_classes`` classes (default: what it
     is registered for, :func:`model_info`); ``kwargs`` are constructor arguments that take precedence
-    over the derived ones (:func:`input_kwargs`); ``weights``: a local state dict to load.
+    over the derived ones (:func:`input_kwargs`); ``weights``: a local state dict to load; ``pretrained``:
+    torchvision's published weights of that name (:func:`cnnlab.models.create_model`).
 
     A model that cannot be told its input channels (no ``in_channels`` parameter, e.g. torchvision's)
     and is built for another number is refused here, not at its first forward pass."""
@@ -65,7 +66,7 @@ def build_for_input(name: str, input_size: Sequence[int] | None = None, *, num_c
                                      f"not input_size {list(size)}")
     elif num_classes is not None and "num_classes" in inspect.signature(model_entrypoint(name)).parameters:
         kwargs.setdefault("num_classes", num_classes)
-    return create_model(name, weights=weights, **kwargs)
+    return create_model(name, weights=weights, pretrained=pretrained, **kwargs)
 
 
 def build_from_spec(spec: dict) -> nn.Module:

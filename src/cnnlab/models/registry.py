@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from cnnlab.errors import CnnlabError
 from cnnlab.models.info import ZOO_PREFIX, ModelArgumentError, ModelInfo, UnknownModelError
+from cnnlab.models.pretrained import build_pretrained
 from cnnlab.models.weights import load_state_dict_file
 from cnnlab.models.zoo import zoo_entrypoint, zoo_info, zoo_names
 
@@ -100,10 +102,20 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def create_model(name: str, weights: str | None = None, **kwargs: Any) -> nn.Module:
+def create_model(name: str, weights: str | None = None, *, pretrained: str | None = None, progress: bool | None = None,
+                 **kwargs: Any) -> nn.Module:
     """Build model ``name`` (registered, or ``tv:<torchvision name>``); unknown keyword arguments are
     an error naming the valid ones. ``weights``: a local state dict to load (see
-    :func:`cnnlab.models.load_state_dict_file`); nothing is ever downloaded."""
+    :func:`cnnlab.models.load_state_dict_file`). ``pretrained``: torchvision's published weights of that name
+    (``"DEFAULT"``, ``"IMAGENET1K_V1"``; a ``tv:`` model only) from torch hub's cache, downloaded into it when
+    missing (:mod:`cnnlab.models.pretrained`; ``progress``: its progress bar); the model's
+    ``cnnlab_pretrained`` then says which weights and preprocessing, and its spec records them."""
+    if pretrained is not None:
+        if not name.startswith(ZOO_PREFIX):
+            raise ModelArgumentError(f"--pretrained applies to torchvision models (tv:NAME); {name!r} is cnnlab's own "
+                                     "(train it, or give a tv:NAME)")
+        if weights is not None:
+            raise ModelArgumentError("--pretrained and --weights both give the weights; use one")
     fn = model_entrypoint(name)
     sig = inspect.signature(fn)
     try:
@@ -121,10 +133,17 @@ def create_model(name: str, weights: str | None = None, **kwargs: Any) -> nn.Mod
             arguments.update(arguments.pop(p, {}))
     _check_common(name, kwargs)
     given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its defaults"
+    info = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model = fn(**arguments)
+            if pretrained is not None:
+                model, info, arguments = build_pretrained(name[len(ZOO_PREFIX):], pretrained, progress=progress,
+                                                          **arguments)
+            else:
+                model = fn(**arguments)
+        except CnnlabError:
+            raise
         except (TypeError, ValueError, RuntimeError, ZeroDivisionError, IndexError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelArgumentError(f"cannot build {name} with {given}: {first}") from None
@@ -133,6 +152,9 @@ def create_model(name: str, weights: str | None = None, **kwargs: Any) -> nn.Mod
     if broken:
         raise ModelArgumentError(f"cannot build {name} with {given}: {str(broken[0].message).splitlines()[0]}")
     model.cnnlab_spec = {"name": name, "kwargs": {k: _jsonable(v) for k, v in arguments.items()}}
+    if info is not None:
+        model.cnnlab_spec["pretrained"] = info.name  # a record: the spec rebuilds the architecture, not the weights
+        model.cnnlab_pretrained = info
     if weights is not None:
         load_state_dict_file(model, weights)
     return model

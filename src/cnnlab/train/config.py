@@ -66,6 +66,7 @@ class TrainConfig:
     # what is frozen ("features", "none" or the first N blocks) and the backbone's share of the lr
     source: str | None = None
     weights: str | None = None
+    pretrained: str | None = None  # tv:NAME's published weights by name (DEFAULT, IMAGENET1K_V1): cnnlab.models.pretrained
     head: str | None = None
     freeze: str | int = "features"
     backbone_lr_mult: float = 0.1
@@ -161,7 +162,8 @@ class TrainConfig:
         if self.per_class is not None and (not isinstance(self.per_class, int) or self.per_class <= 0):
             raise ConfigError(f"--per-class must be a positive integer, got {self.per_class!r}")
         if self.source is None:
-            given = [flag for flag, v in (("--weights", self.weights), ("--head", self.head)) if v is not None]
+            given = [flag for flag, v in (("--weights", self.weights), ("--pretrained", self.pretrained),
+                                          ("--head", self.head)) if v is not None]
             if given:
                 raise ConfigError(f"{' and '.join(given)} apply to transfer learning; give --from RUN or tv:NAME")
         elif self.model_kwargs:

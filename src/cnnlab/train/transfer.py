@@ -5,7 +5,7 @@ A source run's images were normalised with its training set's mean and std; a tr
 the new images normalised the same way (when the channels match), because its frozen layers were
 trained on inputs of that scale. A torchvision source's images are normalised with the new dataset's
 own statistics (cnnlab does not know which were used to train a weights file; ImageNet's are close to
-any photo collection's).
+any photo collection's); with ``--pretrained`` the weights' own (torchvision's metadata says which).
 """
 
 from __future__ import annotations
@@ -38,17 +38,21 @@ def source_name(cfg: TrainConfig) -> str:
         raise ConfigError("no --from source given")
     if src.startswith(ZOO_PREFIX):
         model_entrypoint(src)  # an unknown name: the usual error listing the valid ones
+        if cfg.weights is not None and cfg.pretrained is not None:
+            raise ConfigError("--weights and --pretrained both give the weights of the --from source; use one")
+        if cfg.pretrained is not None:
+            return src
         if cfg.weights is None:
-            raise ConfigError(f"--from {src} needs --weights PATH (its pretrained weights as .safetensors or .pth; "
-                              "nothing is downloaded)")
+            raise ConfigError(f"--from {src} needs --pretrained [WEIGHTS] (torchvision's published weights, from torch "
+                              "hub's cache or downloaded) or --weights PATH (a local .safetensors or .pth)")
         if not Path(cfg.weights).is_file():
             raise ConfigError(f"--weights {cfg.weights}: no such file")
         return src
     run = RunDir(Path(src))
     if not run.path.is_dir():
         raise ConfigError(f"--from {src}: not a run directory, nor tv:NAME (a torchvision model, with --weights)")
-    if cfg.weights is not None:
-        raise ConfigError(f"--weights applies to --from tv:NAME; the run {src} brings its own weights")
+    if cfg.weights is not None or cfg.pretrained is not None:
+        raise ConfigError(f"--weights and --pretrained apply to --from tv:NAME; the run {src} brings its own weights")
     spec = run.read_json("model.json")
     if "compression" in spec:
         raise ConfigError(f"--from {src}: a compressed run ({spec['compression'].get('method')}) cannot be a transfer "
@@ -64,13 +68,19 @@ def build_transfer_model(cfg: TrainConfig, data: DataSplits, num_classes: int | 
     source_name(cfg)
     src_data: dict[str, Any] = {}
     if cfg.source.startswith(ZOO_PREFIX):
-        model = create_model(cfg.source, weights=cfg.weights)
+        model = create_model(cfg.source, weights=cfg.weights, pretrained=cfg.pretrained)
     else:
         loaded = load_run(cfg.source)
         model, src_data = loaded.model, loaded.data
     transfer(model, data.num_classes if num_classes is None else num_classes, (data.in_channels, *data.image_size),
-             head=cfg.head, freeze=cfg.freeze, source=cfg.source, weights=cfg.weights)
-    if src_data.get("in_channels") == data.in_channels and "mean" in src_data and "std" in src_data:
+             head=cfg.head, freeze=cfg.freeze, source=cfg.source,
+             weights=cfg.weights if cfg.pretrained is None else getattr(model, "cnnlab_pretrained").name)
+    known = getattr(model, "cnnlab_pretrained", None)
+    if known is not None and data.in_channels == 3:  # --pretrained: the weights' own normalisation (ImageNet's)
+        t = known.transforms()
+        data = dataclasses.replace(data, mean=tuple(t.mean), std=tuple(t.std),
+                                   info={**data.info, "normalization": f"the weights' ({known.name})"})
+    elif src_data.get("in_channels") == data.in_channels and "mean" in src_data and "std" in src_data:
         data = dataclasses.replace(data.normalised_as(src_data),
                                    info={**data.info, "normalization": f"the source run's ({cfg.source})"})
     return model, data

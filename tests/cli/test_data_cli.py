@@ -70,7 +70,7 @@ def test_missing_and_wrong_data_are_one_line_errors(cache, capsys, monkeypatch, 
     # offline: nothing answers at the mirror
     code, _, err = run_cli(capsys, "data", "download", "cifar10", "--mirror", "http://127.0.0.1:9/", "--no-progress")
     assert code == 2
-    one_line_error(err, "cannot download http://127.0.0.1:9/cifar-10-binary.tar.gz")
+    one_line_error(err, "cannot download http://127.0.0.1:9/cifar-10-binary.tar.gz", "--from cifar-10-binary.tar.gz")
     with local_server() as server:
         serve_catalog(server, monkeypatch, wrong="imagenette2-320.tgz")
         code, _, err = run_cli(capsys, "data", "download", "imagenette", "--no-progress")

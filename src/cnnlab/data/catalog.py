@@ -170,7 +170,15 @@ def download_dataset(name: str, *, data_dir: str | os.PathLike | None = None, so
             else:
                 url = mirrored(f.url, mirror)
                 log(f"{name}: {url_name(url)} (about {format_bytes(f.size)}) from {url}")
-                archives.append(download(url, staging / f.name, md5=f.md5, progress=progress, log=log))
+                try:
+                    archives.append(download(url, staging / f.name, md5=f.md5, progress=progress, log=log))
+                except DownloadError as err:
+                    if staging.is_dir() and not any(staging.iterdir()):
+                        staging.rmdir()
+                    by_hand = (f.name if len(e.files) == 1 else
+                               f"a folder holding {', '.join(x.name for x in e.files)}")
+                    raise DownloadError(f"{err}; or download it elsewhere and give it with --from "
+                                        f"{by_hand}") from None
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
         ok = False
         try:

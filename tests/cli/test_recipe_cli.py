@@ -75,3 +75,24 @@ def test_an_unknown_recipe_or_tta_is_exit_2_naming_the_valid_ones(capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert all(n in err for n in needles), err
+
+
+def test_the_best_recipe_trains_its_wider_resnet_with_erasing(capsys, fake_fmnist_dir, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--recipe", "best", "--epochs", "1", "--subset", "128", "--batch-size",
+                           "64", "--device", "cpu", "--no-progress", "--data-dir", str(fake_fmnist_dir),
+                           "--model-arg", "blocks_per_stage=1", "--out", str(out))
+    assert code == 0, err
+    cfg = json.loads((out / "config.json").read_text())["train"]
+    assert (cfg["recipe"], cfg["model"], cfg["optimizer"], cfg["random_erasing"]) == ("best", "resnet-small", "sgd", 0.5)
+    assert cfg["augment"] and cfg["val_size"] == 0 and cfg["epochs"] == 1
+    # --model-arg replaces the recipe's model arguments as a whole: the widths are the model's default again
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["kwargs"]["blocks_per_stage"] == 1 and spec["kwargs"]["widths"] == [16, 32, 64]
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1"])
+def test_random_erasing_outside_zero_to_one_is_exit_2(capsys, value):
+    code, _, err = run_cli(capsys, "train", *QUICK, "--random-erasing", value)
+    assert code == 2
+    assert "--random-erasing" in err and value.lstrip("-") in err and "Traceback" not in err

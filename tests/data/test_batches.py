@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.batches import Augment, BatchLoader, normalize, random_crop, random_hflip
+from cnnlab.data.batches import (ERASING_AREA, ERASING_RATIO, Augment, BatchLoader, normalize, random_crop,
+                                  random_erasing, random_hflip)
 
 N = 50
 
@@ -226,6 +227,25 @@ def test_augment_enabled():
     assert not Augment().enabled
     assert Augment(crop_padding=1).enabled
     assert Augment(hflip=True).enabled
+    assert Augment(erasing=0.5).enabled
+
+
+def test_random_erasing_replaces_one_rectangle_in_the_chosen_share():
+    x = torch.zeros(2000, 1, 28, 28, dtype=torch.uint8)
+    out = random_erasing(x, 0.5, torch.Generator().manual_seed(0))
+    changed = (out != 0)[:, 0]  # noise is 0 with probability 1/256: the box's bounding rows/cols still show it
+    erased = changed.flatten(1).any(1)
+    assert 0.45 < erased.float().mean() < 0.55
+    for img in changed[erased][:200]:
+        rows, cols = img.any(1).nonzero()[:, 0], img.any(0).nonzero()[:, 0]
+        h, w = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+        assert len(rows) == h and len(cols) == w, "the erased pixels are not one rectangle"
+        assert img.sum() >= h * w - max(3, 0.05 * h * w)  # filled (up to the 1/256 zeros of the noise)
+        assert ERASING_AREA[0] * 784 * 0.5 <= h * w <= ERASING_AREA[1] * 784 * 1.6
+        assert ERASING_RATIO[0] / 2 <= h / w <= ERASING_RATIO[1] * 2
+    assert torch.equal(out, random_erasing(x, 0.5, torch.Generator().manual_seed(0)))
+    assert torch.equal(random_erasing(x, 0.0, torch.Generator().manual_seed(0)), x)
+    assert random_erasing(x, 1.0, torch.Generator().manual_seed(1)).flatten(1).any(1).all()
 
 
 # ---------------------------------------------------------------- augmentation in the loader

@@ -62,7 +62,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "train_labels, val_*, test_*, classes, mean, std, source")
     h = p.add_argument_group("recipe (defaults: the --recipe's; a flag given here overrides its value)")
     h.add_argument("--recipe", choices=RECIPES, default="default",
-                   help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
+                   help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()).replace("%", "%%"))
     h.add_argument("--epochs", type=_positive_int, default=c.epochs)
     h.add_argument("--batch-size", type=_positive_int, default=None,
                    help=f"{DEFAULT_BATCH_SIZE}, or the whole training set when it is smaller")
@@ -78,6 +78,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     h.add_argument("--crop-padding", type=_non_negative_int, default=c.crop_padding,
                    help=f"random crop after zero padding by this many pixels ({c.crop_padding}: off)")
     h.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=c.hflip, help="random horizontal flips")
+    h.add_argument("--random-erasing", type=_finite_float, default=c.random_erasing, metavar="P",
+                   help="the share of images that get a random rectangle of noise (Zhong et al. 2017) "
+                        f"({c.random_erasing:g}: off)")
     h.add_argument("--seed", type=int, default=c.seed)
     r = p.add_argument_group("how")
     r.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -132,7 +135,7 @@ def run(a: argparse.Namespace) -> int:
             batch_size=a.batch_size, lr=a.lr,
             optimizer=a.optimizer, momentum=a.momentum, weight_decay=a.weight_decay, schedule=a.schedule,
             warmup=a.warmup, label_smoothing=a.label_smoothing, augment=a.augment, crop_padding=a.crop_padding,
-            hflip=a.hflip, seed=a.seed, device=a.device or "auto", precision=a.precision,
+            hflip=a.hflip, random_erasing=a.random_erasing, seed=a.seed, device=a.device or "auto", precision=a.precision,
             channels_last=a.channels_last, compile=a.compile, sync_bn=a.sync_bn,
             checkpoint_interval=a.checkpoint_interval, classes=a.classes, per_class=a.per_class,
             source=a.source, weights=a.weights, pretrained=a.pretrained, head=a.head, tta=a.tta, **optional,

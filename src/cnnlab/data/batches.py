@@ -13,6 +13,7 @@ training every rank agrees on the global batch and takes its own slice of it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -20,19 +21,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Augment", "BatchLoader", "derive_seed", "random_crop", "random_hflip", "normalize"]
+__all__ = ["Augment", "BatchLoader", "derive_seed", "random_crop", "random_erasing", "random_hflip", "normalize"]
 
 
 @dataclass(frozen=True)
 class Augment:
-    """Batch augmentation: random crop after zero padding by ``crop_padding`` pixels, horizontal flip."""
+    """Batch augmentation: random crop after zero padding by ``crop_padding`` pixels, horizontal flip, and
+    random erasing of a rectangle in a share ``erasing`` of the images (:func:`random_erasing`)."""
 
     crop_padding: int = 0
     hflip: bool = False
+    erasing: float = 0.0
 
     @property
     def enabled(self) -> bool:
-        return self.crop_padding > 0 or self.hflip
+        return self.crop_padding > 0 or self.hflip or self.erasing > 0
 
 
 def derive_seed(*key: int) -> int:
@@ -63,6 +66,38 @@ def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Mirror a random half of the images of ``x`` (B, C, H, W) left to right."""
     flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+#: Random erasing's rectangle: its share of the image's area and its aspect ratio (height / width, drawn
+#: log-uniformly) -- Zhong et al. 2017's ranges, as torchvision's ``RandomErasing`` defaults.
+ERASING_AREA = (0.02, 0.33)
+ERASING_RATIO = (0.3, 3.3)
+
+
+def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017, "Random erasing data augmentation"), for a whole uint8 batch
+    ``x`` (B, C, H, W) at once: each image, with probability ``p``, gets one rectangle of ``ERASING_AREA`` of its
+    area and an ``ERASING_RATIO`` aspect ratio, at a uniformly random place, filled with uniform random pixel
+    values (the paper's RE-R). torchvision's ``RandomErasing`` does the same for one image at a time, from the
+    global random state; this one draws from ``gen`` so that a resumed run repeats it."""
+    if p <= 0:
+        return x
+    b, c, h, w = x.shape
+    u = torch.rand(5, b, generator=gen)
+    area = h * w * (ERASING_AREA[0] + u[0] * (ERASING_AREA[1] - ERASING_AREA[0]))
+    lo, hi = math.log(ERASING_RATIO[0]), math.log(ERASING_RATIO[1])
+    ratio = torch.exp(lo + u[1] * (hi - lo))
+    eh = (area * ratio).sqrt().round().clamp(1, h).long()
+    ew = (area / ratio).sqrt().round().clamp(1, w).long()
+    top = (u[2] * (h - eh + 1)).long()
+    left = (u[3] * (w - ew + 1)).long()
+    rows = torch.arange(h)[None, :]
+    cols = torch.arange(w)[None, :]
+    inside = (((rows >= top[:, None]) & (rows < (top + eh)[:, None]))[:, :, None]
+              & ((cols >= left[:, None]) & (cols < (left + ew)[:, None]))[:, None, :])  # (B, H, W)
+    inside &= (u[4] < p)[:, None, None]
+    noise = torch.randint(0, 256, x.shape, generator=gen, dtype=torch.uint8)
+    return torch.where(inside[:, None].to(x.device), noise.to(x.device, x.dtype), x)
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -172,6 +207,7 @@ class BatchLoader:
                 x = random_crop(x, self.augment.crop_padding, gen)
                 if self.augment.hflip:
                     x = random_hflip(x, gen)
+                x = random_erasing(x, self.augment.erasing, gen)
             if self.world_size > 1:
                 per = len(idx) // self.world_size
                 sl = slice(self.rank * per, (self.rank + 1) * per)

@@ -305,9 +305,11 @@ def vgg_small(*, in_channels: int = 1, num_classes: int = 10, image_size: int = 
 
 @register_model(name="resnet-small")
 def resnet_small(*, in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
-                 blocks_per_stage: int = 2) -> ResNetSmall:
+                 blocks_per_stage: int = 2, widths: Sequence[int] = (16, 32, 64)) -> ResNetSmall:
     """A CIFAR-style ResNet of basic blocks (He et al. 2015), 6n+2 layers; ResNet-14 by default (174,970 parameters)."""
-    return ResNetSmall(in_channels, num_classes, image_size, blocks_per_stage=blocks_per_stage)
+    if len(widths) != 3 or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise ValueError(f"widths must be three positive channel counts, one per stage, got {widths!r}")
+    return ResNetSmall(in_channels, num_classes, image_size, widths=tuple(widths), blocks_per_stage=blocks_per_stage)
 
 
 @register_model(name="inception-small")

@@ -19,7 +19,7 @@ SCHEDULES = ("onecycle", "cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 #: The named recipes (their settings: cnnlab.train.recipes.RECIPES).
-RECIPE_NAMES = ("default", "fast")
+RECIPE_NAMES = ("default", "fast", "best")
 #: Test-time augmentations (cnnlab.train.evaluation applies them): flip averages an image and its mirror.
 TTA_METHODS = ("flip",)
 
@@ -33,7 +33,7 @@ DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 5e-3}
 
 #: The settings that are numbers (checked finite: ``--lr inf`` is refused like ``--lr 0``).
 _NUMBERS = ("lr", "momentum", "weight_decay", "warmup", "label_smoothing", "backbone_lr_mult", "checkpoint_interval",
-            "epochs", "batch_size", "eval_batch_size", "crop_padding", "seed")
+            "epochs", "batch_size", "eval_batch_size", "crop_padding", "random_erasing", "seed")
 
 
 class ConfigError(CnnlabError):
@@ -83,6 +83,7 @@ class TrainConfig:
     augment: bool = False  # off: within 8 epochs flips cost accuracy (bench/RESULTS.md); --augment for long runs
     crop_padding: int = 0  # random crops hurt within 15 epochs (bench/RESULTS.md); flips help
     hflip: bool = True
+    random_erasing: float = 0.0  # with --augment: the share of images that get a random rectangle erased
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -157,6 +158,8 @@ class TrainConfig:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"--warmup must be in [0, 1), got {self.warmup!r}")
+        if not 0 <= self.random_erasing <= 1:
+            raise ConfigError(f"--random-erasing must be a probability in [0, 1], got {self.random_erasing!r}")
         if self.crop_padding < 0:
             raise ConfigError(f"--crop-padding must be 0 or more, got {self.crop_padding!r}")
         if self.per_class is not None and (not isinstance(self.per_class, int) or self.per_class <= 0):

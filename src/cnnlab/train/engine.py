@@ -307,7 +307,7 @@ def _build(cfg: TrainConfig, run: RunDir, dev: torch.device, dist_info: DistInfo
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)
 
-    augment = Augment(cfg.crop_padding, cfg.hflip) if cfg.augment else Augment()
+    augment = Augment(cfg.crop_padding, cfg.hflip, cfg.random_erasing) if cfg.augment else Augment()
     train_loader = BatchLoader(
         data.train_x, data.train_y, batch_size, shuffle=True, drop_last=True, augment=augment,
         mean=data.mean, std=data.std, seed=cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size,

@@ -100,10 +100,12 @@ def test_train_from_pretrained(hub, capsys, tmp_path):
 
 def test_viz_explore_and_predict_name_the_pretrained_model_as_a_run(hub, photo, capsys, tmp_path):
     code, out, err = run_cli(capsys, "viz", "tv:squeezenet1_1", "--pretrained", "--image", str(photo), "--methods",
-                             "gradcam", "--target", "242")
+                             "gradcam", "--target", "boxer")
     assert code == 0, err
     run = tmp_path / "runs" / "pretrained" / "tv-squeezenet1_1-IMAGENET1K_V1"
     assert (run / "viz" / "index.html").is_file()
+    captions = [f["caption"] for f in json.loads((run / "viz" / "viz.json").read_text())["figures"]]
+    assert any("target: boxer" in c for c in captions), captions  # the name, as class 242 of ImageNet
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["transform"]["resize_size"] == 256 and config["data"]["image_size"] == [224, 224]
     assert config["data"]["classes"][242] == "boxer"

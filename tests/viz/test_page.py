@@ -149,6 +149,9 @@ def test_headless_chromium_loads_every_image_without_console_errors(page):
 @pytest.mark.parametrize("argv, needles", [
     (["--layer", "classifier.fc1"], ["not a conv layer", "features.block1.conv1"]),
     (["--target", "10", "--methods", "gradcam"], ["target class 10", "0-9"]),
+    (["--target", "-1", "--methods", "gradcam"], ["target class -1", "0-9"]),
+    (["--target", "ankle bot", "--methods", "gradcam"], ["--target 'ankle bot'", "did you mean 'Ankle boot'"]),
+    (["--target", "giraffe", "--methods", "gradcam"], ["--target 'giraffe'", "0-9", "T-shirt/top"]),
     (["--methods", "gradcam,dreams"], ["unknown method 'dreams'", "occlusion"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_dir, fake_fmnist_dir, capsys, argv, needles):
@@ -157,6 +160,14 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, fake_fmnist_dir, capsys, argv
     assert code == 2 and len(err) == 1
     for n in needles:
         assert n in err[0]
+
+
+def test_a_target_by_class_name_is_that_class(run_dir, fake_fmnist_dir, tmp_path):
+    from cnnlab.viz.report import visualize_run
+
+    r = visualize_run(run_dir, tmp_path / "v", methods="gradcam", n_images=2, target=" ankle BOOT ",
+                      data_dir=str(fake_fmnist_dir), log=lambda s: None)
+    assert "target: Ankle boot" in r["figures"][0]["caption"]
 
 
 def test_not_an_image_and_no_weights(run_dir, tmp_path, capsys):

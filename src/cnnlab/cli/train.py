@@ -31,7 +31,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="constructor argument for the model (JSON value), repeatable")
     d.add_argument("--dataset", default=c.dataset,
-                   help="fashion-mnist, or folder:PATH (class folders, or train/ [val/] [test/] of class folders)")
+                   help="fashion-mnist, known-answer (synthetic, with the evidence's box of every image), a downloaded "
+                        "one (cifar10, dogs-vs-cats, oxford-pets, imagenette: `cnnlab data download NAME`), or "
+                        "folder:PATH (class folders, or train/ [val/] [test/] of class folders)")
     d.add_argument("--data-dir", help="folder with the dataset files (else $CNNLAB_DATA_DIR, Debian's package, the cache)")
     d.add_argument("--subset", type=_positive_int, help="train on the first N (seeded) training images")
     d.add_argument("--val-size", type=_count_or_fraction, default=c.val_size,

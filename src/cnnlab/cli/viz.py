@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cnnlab.cli._types import _non_negative_int, _positive_int, add_pretrained_arg, pretrained_face
+from cnnlab.cli._types import _positive_int, add_pretrained_arg, pretrained_face
 
 __all__ = ["add_parser", "run"]
 
@@ -26,7 +26,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--images", type=_positive_int,
                    help="the first N test images (8; 256 with --evaluate, whose figures show the first 8)")
     g.add_argument("--image", nargs="+", metavar="FILE", help="image files instead of test images")
-    p.add_argument("--target", type=_non_negative_int, help="class to explain (default: each image's prediction)")
+    p.add_argument("--target", metavar="CLASS",
+                   help="the class to explain, as an index or a class name of the run ('Ankle boot'; 'boxer' or "
+                        "'tiger cat' on an ImageNet model); default: each image's prediction")
     p.add_argument("--out", help="output folder (default RUN/viz)")
     p.add_argument("--faithfulness", action="store_true",
                    help="deletion/insertion curves per attribution method; prints the table")

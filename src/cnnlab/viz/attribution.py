@@ -97,6 +97,12 @@ def default_patch_sizes(size: int) -> tuple[int, ...]:
     return tuple(sorted({max(2, round(size / 7)), max(2, round(size / 4)), max(2, round(size / 2))}))
 
 
+#: Input pixels per forward pass of occlusion's perturbed copies (about 1,300 Fashion-MNIST images, 6 at
+#: 3x224x224). Captum runs ``perturbations_per_eval`` copies of *every* image at once: 256 copies of 256 images
+#: held 6.3 GB of activations in one `viz --evaluate`.
+OCCLUSION_BATCH_PIXELS = 1 << 20
+
+
 def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, patch_sizes: Sequence[int] | None = None,
               stride: int | None = None, baseline: float | torch.Tensor = 0.0) -> dict[int, torch.Tensor]:
     """Occlusion sensitivity (Zeiler & Fergus, 2014) with captum's ``Occlusion``: a ``p x p`` patch of
@@ -111,6 +117,7 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, patch_size
         raise VizError(f"patch size {bad[0]!r} must be an integer from 1 to the image side {min(h, w)}")
     targets = targets_for(model, images, target)
     c = images.shape[1]
+    per_eval = max(1, OCCLUSION_BATCH_PIXELS // (c * h * w * len(images)))
     out = {}
     with untouched(model), torch.no_grad():
         occ = Occlusion(lambda x: F.softmax(model(x), dim=1))
@@ -118,7 +125,7 @@ def occlusion(model: nn.Module, images: torch.Tensor, target=None, *, patch_size
             s = stride or max(1, p // 2)
             attr = occ.attribute(images, sliding_window_shapes=(c, p, p), strides=(c, s, s),
                                  baselines=as_baseline(baseline, images),
-                                 target=targets, perturbations_per_eval=256)
+                                 target=targets, perturbations_per_eval=per_eval)
             out[p] = attr.mean(1).detach()
     return out
 

@@ -26,6 +26,7 @@ from cnnlab.viz.faithfulness import deletion_insertion
 from cnnlab.viz.inside import feature_maps, filters
 from cnnlab.viz.layers import activation_after, conv_layer, conv_layers
 from cnnlab.viz.maximize import maximize_activation
+from cnnlab.viz.targets import class_index
 
 __all__ = ["METHODS", "Figure", "visualize_run"]
 
@@ -94,19 +95,21 @@ def _norm01(a: torch.Tensor) -> np.ndarray:
 
 def visualize_run(run_path: str | Path, out: str | Path | None = None, *, methods: Sequence[str] | str | None = None,
                   layer: str | None = None, n_images: int | None = None, image_files: Sequence[str] | None = None,
-                  target: int | None = None, data_dir: str | None = None, faithfulness: bool = False,
+                  target: int | str | None = None, data_dir: str | None = None, faithfulness: bool = False,
                   evaluate: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run the chosen methods on a run directory's model; write PNGs and ``index.html`` into ``out``
     (default ``RUN/viz``). Returns what was written and, with ``faithfulness``, the deletion/insertion
     table. ``methods``: default all (none with ``evaluate``, whose page shows every attribution method on
     the first images instead). ``evaluate``: every attribution method measured on ``n_images`` (default
     256) test images (:func:`cnnlab.viz.evaluate.evaluate_attributions`), ``evaluation.json`` and
-    ``evaluation.md``; figures use the first 8."""
+    ``evaluation.md``; figures use the first 8. ``target``: the class every map explains, as an index or a
+    class name of the run (``"boxer"`` on an ImageNet model); default each image's prediction."""
     methods = _methods(methods if methods is not None else ([] if evaluate else "all"))
     if n_images is None:
         n_images = EVALUATE_IMAGES if evaluate else FIGURE_IMAGES
     loaded = load_run(run_path)  # any run: trained, transferred or compressed
     model, info = loaded.model, loaded.data
+    target = class_index(target, info.get("classes"))
     spec = loaded.run.read_json("model.json")
     if (spec.get("compression") or {}).get("method") == "quantize":
         raise VizError(f"{run_path} is an int8 quantized run: its integer kernels have no gradients and no float "

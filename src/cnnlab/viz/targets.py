@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Sequence
 
 import torch
@@ -9,7 +10,27 @@ import torch.nn as nn
 
 from cnnlab.viz._state import VizError, untouched
 
-__all__ = ["resolve_targets", "targets_for"]
+__all__ = ["class_index", "resolve_targets", "targets_for"]
+
+
+def class_index(target: int | str | None, classes: Sequence[str] | None) -> int | None:
+    """``--target`` as a class index: an index (``242``, or the string ``"242"``) stays one; a class name from
+    the run's ``classes`` (``"boxer"``, ``"tiger cat"``: case and surrounding spaces ignored) becomes its
+    index. An unknown name is a :class:`VizError` that names the closest class names."""
+    if target is None or isinstance(target, int):
+        return target
+    text = str(target).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    names = [str(c) for c in classes or []]
+    folded = [c.strip().casefold() for c in names]
+    if text.casefold() in folded:
+        return folded.index(text.casefold())
+    close = difflib.get_close_matches(text.casefold(), folded, n=3, cutoff=0.6)
+    hint = (f"; did you mean {', '.join(repr(names[folded.index(c)]) for c in close)}?" if close else
+            f"; give a class index (0-{len(names) - 1}) or one of: {', '.join(names[:12])}"
+            + (", ..." if len(names) > 12 else "") if names else "; give a class index")
+    raise VizError(f"--target {text!r} is not a class of this model{hint}")
 
 
 def targets_for(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] | None) -> torch.Tensor:

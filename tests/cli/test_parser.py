@@ -104,3 +104,16 @@ def test_every_command_prints_its_help(command, capsys):
         _commands()[command].parse_args(["--help"])
     assert e.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, extra", [(["train", "--bogus"], "--bogus"), (["summary", "fmnist-cnn", "stray"], "stray"),
+                                         (["predict", "run", "a.png", "--bogus"], "--bogus")])
+def test_leftover_words_are_still_an_error(argv, extra, capsys):
+    """The CLI parses with parse_known_args (predict's images may follow --pretrained's value); anything else left
+    over is argparse's usual "unrecognized arguments", exit 2."""
+    from cnnlab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert f"unrecognized arguments: {extra}" in capsys.readouterr().err

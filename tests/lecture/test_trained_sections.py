@@ -5,6 +5,7 @@ every figure written."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +41,7 @@ def tiny(tmp_path_factory) -> dict:
 
 def test_every_trained_section_every_verdict_none_failed(tiny):
     checks = assert_sections_sound(tiny, KEYS)
-    page = __import__("pathlib").Path(tiny["index"])
+    page = Path(tiny["index"])
     for s in tiny["sections"]:
         assert s["figures"], s["key"]
         assert all((page.parent / f["file"]).is_file() for f in s["figures"]), s["key"]
@@ -57,5 +58,5 @@ def test_the_catsdogs_folder_gets_the_same_views(tiny):
     for view in ("feature-maps", "maximize", "gradcam", "occlusion"):
         assert f"figures/visualization-catsdogs-{view}.png" in files, view
     assert not any(c["verdict"] == "cited" and "dogs-vs-cats" in c["statement"] for c in vis["checks"])
-    record = json.loads((__import__("pathlib").Path(tiny["index"]).parent / "catsdogs" / "config.json").read_text())
+    record = json.loads((Path(tiny["index"]).parent / "catsdogs" / "config.json").read_text())
     assert record["train"]["model"] == "catsdogs-cnn" and record["train"]["per_class"] == 24

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cnnlab.viz.evaluate import (RANDOMISATION_PASS, attribution_maps, blurred, cascade, evaluate_attributions,
-                                 evaluation_table, evidence_masks, mass_inside, spearman)
+                                 evaluation_table, evaluation_text, evidence_masks, mass_inside, spearman)
 from tests.viz.helpers import Snapshot
 
 METHODS = ("gradcam", "layercam", "eigencam", "saliency", "occlusion")
@@ -68,6 +68,11 @@ def test_the_table_and_the_verdict(evaluation):
     assert all(r[1] == "untrusted" for r in rows[len(trusted):-1])
     assert set(evaluation["most_faithful"]) == {"black", "blur", "road"}
     assert all(m in trusted for m in evaluation["most_faithful"].values())
+    lines = evaluation_text(evaluation).splitlines()  # the terminal's table: the same cells, aligned
+    assert len(lines) == len(rows) + 2 and set(lines[1]) <= {"-", " "}
+    starts = [lines[0].index(h) for h in head]
+    for line, row in zip(lines[2:], rows):
+        assert [line[a:].startswith(c) for a, c in zip(starts, row)] == [True] * len(row), line
 
 
 def test_the_cascade_goes_from_the_top_and_leaves_the_model_alone(known_answer):

@@ -59,14 +59,10 @@ def run(a: argparse.Namespace) -> int:
         for k, v in result["faithfulness"].items():
             print(f"{k:<{w}}  {v['deletion_auc']:12.3f}  {v['insertion_auc']:13.3f}")
     if "evaluation" in result:
-        from cnnlab.viz.evaluate import evaluation_table
+        from cnnlab.viz.evaluate import evaluation_text
         from cnnlab.viz.report import verdict_text
 
-        head, rows = evaluation_table(result["evaluation"])
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-        print()
-        for line in (head, ["-" * w for w in widths], *rows):
-            print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        print("\n" + evaluation_text(result["evaluation"]))
         print("\n" + verdict_text(result["evaluation"]))
     for method, blanks in result.get("blank_maps", {}).items():
         print(f"{method}: {len(blanks)} blank map(s); {blanks[0]['why']}")

@@ -47,7 +47,8 @@ from cnnlab.viz.cam import CAM_METHODS, _library, cam, cam_target_module, layer_
 from cnnlab.viz.faithfulness import deletion_insertion
 
 __all__ = ["ATTRIBUTION_METHODS", "LOCALISATION_MARGIN", "RANDOMISATION_PASS", "ROAD_PERCENTILES", "attribution_maps",
-           "blurred", "cascade", "evaluate_attributions", "evaluation_table", "evidence_masks", "faithfulness_scores",
+           "blurred", "cascade", "evaluate_attributions", "evaluation_table", "evaluation_text", "evidence_masks",
+           "faithfulness_scores",
            "mass_inside", "randomisation_check", "randomised_model", "spearman"]
 
 #: Every attribution method the evaluation knows, CAM family first.
@@ -368,6 +369,13 @@ def evaluation_table(result: dict) -> tuple[list[str], list[list[str]]]:
                     "" if r["seconds_per_256"] is None else f"{r['seconds_per_256']:.2f}"])
     return head, out
 
+
+def evaluation_text(result: dict) -> str:
+    """:func:`evaluation_table` as aligned plain-text columns, for a terminal (``cnnlab viz --evaluate``)."""
+    head, rows = evaluation_table(result)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+                     for line in (head, ["-" * w for w in widths], *rows))
 
 
 def _share(v: float | None) -> str:

@@ -127,3 +127,7 @@ def test_viz_explore_and_predict_name_the_pretrained_model_as_a_run(hub, photo, 
 
     assert pretrained_run("tv:squeezenet1_1", "IMAGENET1K_V1", log=lambda s: None) == run.relative_to(tmp_path)
     assert (run / "model.safetensors").stat().st_mtime_ns == mtime  # made once, reused
+    for argv in (["predict", str(run), str(photo), "--pretrained"], ["viz", str(run), "--pretrained"]):
+        code, _, err = run_cli(capsys, *argv)  # a run directory brings its own weights, on every command
+        assert code == 2
+        one_line_error(err, "--pretrained applies to tv:NAME", "brings its own weights")

@@ -9,7 +9,7 @@ import os
 import re
 import sys
 
-from cnnlab.cli._types import BadInput, _positive_int, add_pretrained_arg
+from cnnlab.cli._types import BadInput, _positive_int, add_pretrained_arg, pretrained_face
 
 __all__ = ["add_parser", "run"]
 
@@ -90,8 +90,7 @@ def _predict(a: argparse.Namespace) -> int:
                            "preprocessing")
         results = predict_pretrained(a.run, a.images, weights=a.pretrained, top=a.top)
     else:
-        if a.pretrained is not None:
-            raise BadInput(f"--pretrained applies to tv:NAME; the run {a.run} brings its own weights")
+        pretrained_face(a)  # a run directory: --pretrained is refused as everywhere else
         from cnnlab.runs import load_run
 
         results = predict_files(load_run(a.run), a.images, top=a.top, invert=a.invert)

@@ -279,6 +279,24 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, *, max_
     return dest
 
 
+def _write_member(dest: Path, rel: PurePosixPath | None, is_dir: bool, open_member: Callable, size: int,
+                  archive: Path, name: str) -> None:
+    """One checked member of an archive into ``dest``: a folder made, or a file copied from ``open_member()``
+    (at most its declared ``size``); ``rel`` None (the archive's top folder itself) writes nothing."""
+    if rel is None:
+        return
+    target = dest / rel
+    if is_dir:
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    src = open_member()
+    if src is None:
+        raise ArchiveError(f"{archive}: member {name!r} cannot be read")
+    with src:
+        _copy(src, target, size, archive, name)
+
+
 def _extract_tar(archive: Path, dest: Path, budget: _Budget) -> None:
     try:
         tar = tarfile.open(archive, mode="r:*")
@@ -295,18 +313,7 @@ def _extract_tar(archive: Path, dest: Path, budget: _Budget) -> None:
                     raise ArchiveError(f"{archive}: member {m.name!r} is not a file or folder; refused, nothing was "
                                        "kept")
                 budget.add(m.size if m.isfile() else 0, m.name)
-                if rel is None:
-                    continue
-                target = dest / rel
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(m)
-                if src is None:
-                    raise ArchiveError(f"{archive}: member {m.name!r} cannot be read")
-                with src:
-                    _copy(src, target, m.size, archive, m.name)
+                _write_member(dest, rel, m.isdir(), lambda m=m: tar.extractfile(m), m.size, archive, m.name)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
             raise ArchiveError(f"{archive}: a damaged or truncated archive ({_first_line(e)})") from None
 
@@ -326,15 +333,7 @@ def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
             budget.add(info.file_size, info.filename)
         try:
             for info in infos:
-                rel = _member_path(info.filename, archive)
-                if rel is None:
-                    continue
-                target = dest / rel
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(info) as src:
-                    _copy(src, target, info.file_size, archive, info.filename)
+                _write_member(dest, _member_path(info.filename, archive), info.is_dir(),
+                              lambda info=info: z.open(info), info.file_size, archive, info.filename)
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as e:
             raise ArchiveError(f"{archive}: a damaged archive ({_first_line(e)})") from None
